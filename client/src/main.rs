@@ -1,0 +1,2 @@
+//! shieldctl.
+fn main() {}

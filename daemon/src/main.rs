@@ -1,0 +1,3 @@
+//! `shieldd`: thin entry point over the library.
+
+fn main() {}

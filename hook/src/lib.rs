@@ -1,0 +1,1 @@
+//! shield-hook library.

@@ -1,0 +1,2 @@
+//! shield-hook.
+fn main() {}
