@@ -9,7 +9,7 @@ pub const SOCKET_FILE: &str = "shieldd.sock";
 /// `$XDG_RUNTIME_DIR/shield` for everyone else (`None` when `XDG_RUNTIME_DIR` is unset or not
 /// absolute).
 pub fn default_socket_dir() -> Option<PathBuf> {
-    if nix_is_root() {
+    if effective_uid() == 0 {
         return Some(PathBuf::from("/run/shield"));
     }
     let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)?;
@@ -21,13 +21,9 @@ pub fn default_socket_path() -> Option<PathBuf> {
     default_socket_dir().map(|dir| dir.join(SOCKET_FILE))
 }
 
-fn nix_is_root() -> bool {
-    // The effective uid decides which daemon this process would be (or talk to).
-    rustix_free_geteuid() == 0
-}
-
+/// The effective uid: it decides which daemon this process would be, or talk to.
 #[allow(unsafe_code, reason = "geteuid(2) has no safe wrapper in std")]
-fn rustix_free_geteuid() -> u32 {
+fn effective_uid() -> u32 {
     // SAFETY: geteuid takes no arguments, cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() }
 }
