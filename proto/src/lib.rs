@@ -5,6 +5,10 @@
 /// Generated messages and service stubs for `shield.v1`.
 #[allow(missing_docs, reason = "generated code")]
 #[allow(clippy::all, reason = "generated code")]
+#[allow(
+    clippy::allow_attributes_without_reason,
+    reason = "generated code carries its own bare allows"
+)]
 pub mod v1 {
     tonic::include_proto!("shield.v1");
 }
@@ -12,4 +16,5 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of the API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shield_descriptor");
 
+pub mod client;
 pub mod paths;

@@ -1,7 +1,7 @@
 //! The ruleset: the security boundary of shield.
 //!
-//! A container's policy becomes a [`Table`] through a pure function ([`build`]), with no I/O, no
-//! clock and no environment. The same table is rendered as canonical `nft` text ([`render`]) and
+//! A container's policy becomes a [`Table`] through a pure function ([`build()`]), with no I/O, no
+//! clock and no environment. The same table is rendered as canonical `nft` text ([`render()`]) and
 //! proven fail-closed by the invariant checker ([`invariants`]), both on what the builder made and
 //! on what the kernel holds after an apply.
 
@@ -12,3 +12,4 @@ pub mod render;
 
 pub use build::{Mode, Policy, build};
 pub use ir::*;
+pub use render::render;

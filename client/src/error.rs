@@ -1,0 +1,126 @@
+//! Everything that makes a shieldctl command fail; each message says what to check.
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shield_proto::client::ConnectError;
+
+/// A failed command. `Display` is the whole message (no source chain to append).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CtlError {
+    /// No `--socket`, no `SHIELD_SOCKET`, and no `XDG_RUNTIME_DIR` to derive the default from.
+    #[error(
+        "cannot tell where shieldd's socket is: XDG_RUNTIME_DIR is not set (pass --socket PATH or set SHIELD_SOCKET)"
+    )]
+    NoSocketPath,
+    /// The daemon cannot be reached.
+    #[error("{} ({})", chain(.0), .0.hint())]
+    Unreachable(ConnectError),
+    /// The daemon answered with an error: its message says it all.
+    #[error("{}", daemon_text(.0))]
+    Daemon(tonic::Status),
+    /// The connection broke during the call.
+    #[error("lost the connection to shieldd at {}: {detail} (check shieldd's log)", .socket.display())]
+    Lost {
+        /// The socket.
+        socket: PathBuf,
+        /// What broke, as a chain of causes.
+        detail: String,
+    },
+    /// The daemon did not answer in time.
+    #[error("no answer from shieldd at {} within {} (is it stuck? check its log)", .socket.display(), humantime::format_duration(*.timeout))]
+    NoAnswer {
+        /// The socket.
+        socket: PathBuf,
+        /// The time allowed.
+        timeout: Duration,
+    },
+    /// JSON encoding failed (not expected for our views).
+    #[error("cannot encode the output as JSON: {0}")]
+    Json(serde_json::Error),
+    /// Writing to stdout failed (other than a closed pipe, which ends quietly).
+    #[error("cannot write the output: {0}")]
+    Write(std::io::Error),
+}
+
+impl CtlError {
+    /// Classifies a failed call: the daemon's own answer, our deadline, or a broken connection.
+    pub fn from_status(status: tonic::Status, socket: &std::path::Path, timeout: Duration) -> Self {
+        if shield_proto::client::is_deadline_expired(&status) {
+            Self::NoAnswer {
+                socket: socket.to_path_buf(),
+                timeout,
+            }
+        } else if shield_proto::client::is_transport_error(&status) {
+            let mut detail = status.message().to_owned();
+            append_sources(&mut detail, status.source());
+            Self::Lost {
+                socket: socket.to_path_buf(),
+                detail,
+            }
+        } else {
+            Self::Daemon(status)
+        }
+    }
+}
+
+fn daemon_text(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
+        format!("shieldd answered {:?} without a message", status.code())
+    } else {
+        status.message().to_owned()
+    }
+}
+
+fn chain(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    append_sources(&mut text, error.source());
+    text
+}
+
+fn append_sources(text: &mut String, mut source: Option<&(dyn Error + 'static)>) {
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn daemon_message_is_shown_as_is() {
+        let error = CtlError::from_status(
+            tonic::Status::not_found("no container matches \"foo\""),
+            Path::new("/s"),
+            Duration::from_secs(1),
+        );
+        assert_eq!(error.to_string(), "no container matches \"foo\"");
+        let error = CtlError::Daemon(tonic::Status::internal(""));
+        assert_eq!(
+            error.to_string(),
+            "shieldd answered Internal without a message"
+        );
+    }
+
+    #[test]
+    fn unreachable_names_the_path_and_how_to_start() {
+        let error = CtlError::Unreachable(ConnectError::NotFound {
+            path: PathBuf::from("/run/user/1000/shield/shieldd.sock"),
+        });
+        assert_eq!(
+            error.to_string(),
+            "cannot reach shieldd at /run/user/1000/shield/shieldd.sock: no such file \
+             (is shieldd running? start it with 'shieldd &' or 'systemctl --user start shieldd.socket')"
+        );
+    }
+}

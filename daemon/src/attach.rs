@@ -1,0 +1,187 @@
+//! The attach path: namespace sockets from the helper, then one verified apply.
+//!
+//! Blocking code: the service runs it on tokio's blocking pool. No thread here changes
+//! namespace; the helper process does that (see [`crate::netns`]).
+
+use std::os::fd::{AsFd as _, BorrowedFd};
+
+use crate::netns::{
+    self, ContainerNamespace, ContainerSockets, HelperCommand, NetnsError, SocketRequest,
+};
+use crate::nft::{self, NftError};
+use crate::ruleset::{self, Mode, Table, invariants::Violation};
+
+/// The sockets the daemon holds for one running container. Dropping it closes them, which
+/// releases the container's network namespace.
+#[derive(Debug)]
+pub struct Attachment {
+    sockets: ContainerSockets,
+}
+
+impl Attachment {
+    /// The container's nf_tables netlink socket.
+    pub fn nftables(&self) -> BorrowedFd<'_> {
+        self.sockets.nftables.as_fd()
+    }
+}
+
+/// Why a container could not be attached or its ruleset not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The namespace could not be entered or its sockets not created.
+    #[error(transparent)]
+    Namespace(#[from] NetnsError),
+    /// The kernel refused the batch, or the netlink conversation failed.
+    #[error("applying the ruleset failed")]
+    Apply(#[source] NftError),
+    /// The table could not be read back.
+    #[error("reading the ruleset back failed")]
+    ReadBack(#[source] NftError),
+    /// Verification found the kernel's table different from the one applied.
+    #[error("verification failed: {0}")]
+    Verify(#[from] VerifyError),
+}
+
+/// What verification found wrong with the table the kernel holds.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The kernel has no `inet shield` table after the apply.
+    #[error("table inet shield is missing from the kernel")]
+    Missing,
+    /// The kernel's table differs from the one built.
+    #[error(
+        "the kernel's table differs from the one applied: expected `{expected}`, found `{found}`"
+    )]
+    Mismatch {
+        /// First differing line of the built table.
+        expected: String,
+        /// The kernel's line at the same place.
+        found: String,
+    },
+    /// The kernel's table breaks fail-closed invariants.
+    #[error("the kernel's table breaks invariants: {}", join(.0))]
+    Invariants(Vec<Violation>),
+}
+
+fn join(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Enters the namespace of process `pid` (through the helper), applies `table` and verifies it.
+pub fn attach(
+    helper: &HelperCommand,
+    pid: u32,
+    table: &Table,
+    mode: Mode,
+) -> Result<Attachment, AttachError> {
+    let namespace = ContainerNamespace::open(pid)?;
+    let sockets = netns::create_sockets(helper, &namespace, &SocketRequest::nftables_only())?;
+    let attachment = Attachment { sockets };
+    apply_verified(&attachment, table, mode)?;
+    Ok(attachment)
+}
+
+/// Replaces the container's table with `table` in one batch, reads it back and verifies it.
+pub fn apply_verified(
+    attachment: &Attachment,
+    table: &Table,
+    mode: Mode,
+) -> Result<(), AttachError> {
+    nft::apply(attachment.nftables(), table).map_err(AttachError::Apply)?;
+    let kernel = read_back(attachment)?.ok_or(VerifyError::Missing)?;
+    verify(table, &kernel, mode)?;
+    Ok(())
+}
+
+/// The table the kernel holds for the container now.
+pub fn read_back(attachment: &Attachment) -> Result<Option<Table>, AttachError> {
+    nft::read_table(attachment.nftables()).map_err(AttachError::ReadBack)
+}
+
+/// Checks that the kernel holds exactly the table built and that it keeps every invariant.
+/// Pure: the invariants are checked on what the kernel holds, not on what was sent.
+pub fn verify(built: &Table, kernel: &Table, mode: Mode) -> Result<(), VerifyError> {
+    ruleset::invariants::check(kernel, mode).map_err(VerifyError::Invariants)?;
+    if built != kernel {
+        let (expected, found) = first_difference(&ruleset::render(built), &ruleset::render(kernel));
+        return Err(VerifyError::Mismatch { expected, found });
+    }
+    Ok(())
+}
+
+/// The first line where two renderings differ (trimmed), for an error message a person can act on.
+fn first_difference(expected: &str, found: &str) -> (String, String) {
+    let mut expected_lines = expected.lines().map(str::trim);
+    let mut found_lines = found.lines().map(str::trim);
+    loop {
+        match (expected_lines.next(), found_lines.next()) {
+            (Some(e), Some(f)) if e == f => continue,
+            (None, None) => return ("(same text)".to_owned(), "(different structure)".to_owned()),
+            (e, f) => {
+                return (
+                    e.unwrap_or("(end of table)").to_owned(),
+                    f.unwrap_or("(end of table)").to_owned(),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::{ChainPolicy, Policy, build};
+
+    #[test]
+    fn verify_accepts_the_built_table() {
+        let policy = Policy::default();
+        let table = build(&policy);
+        verify(&table, &table.clone(), Mode::Up).unwrap();
+    }
+
+    #[test]
+    fn verify_refuses_a_changed_policy() {
+        let table = build(&Policy::default());
+        let mut kernel = table.clone();
+        for chain in &mut kernel.chains {
+            chain.policy = ChainPolicy::Accept;
+        }
+        assert!(matches!(
+            verify(&table, &kernel, Mode::Up),
+            Err(VerifyError::Invariants(_))
+        ));
+    }
+
+    #[test]
+    fn verify_refuses_a_missing_rule_even_when_invariants_hold() {
+        let policy = Policy {
+            allow: vec!["192.0.2.1/32".parse().unwrap()],
+            ..Policy::default()
+        };
+        let table = build(&policy);
+        let mut kernel = table.clone();
+        for set in &mut kernel.sets {
+            if set.name == "allow_v4" {
+                set.elements.clear();
+            }
+        }
+        let err = verify(&table, &kernel, Mode::Up).unwrap_err();
+        assert!(matches!(err, VerifyError::Mismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn first_difference_finds_the_line() {
+        assert_eq!(
+            first_difference("a\n b\nc", "a\nb\nd"),
+            ("c".to_owned(), "d".to_owned())
+        );
+        assert_eq!(
+            first_difference("a", "a\nb"),
+            ("(end of table)".to_owned(), "b".to_owned())
+        );
+    }
+}

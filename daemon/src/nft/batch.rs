@@ -1,0 +1,213 @@
+//! Batches: our IR → one atomic nf_tables transaction, with a label for every message.
+//!
+//! [`replace_table`] is the whole-table replacement (add table, delete table, add table, sets,
+//! chains, rules, elements: the kernel commits all of it or none, so there is never a moment
+//! without the drop policy); [`element_changes`] adds and removes set elements of the live
+//! table in one batch. Both only encode: the bytes are sent by [`super::socket`]. Everything is
+//! validated before the first libnftnl object is built, and the labels (`add set allow_v4`)
+//! let a kernel refusal name the message that failed.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+
+use nftnl::{Batch, FinalizedBatch, MsgType, NlMsg, ProtoFamily};
+
+use super::encode::{SET_USERDATA, element_elems, rule_exprs, set_elements, set_header, set_id};
+use super::error::NftError;
+use super::ffi::{ELEMS_PER_MESSAGE, ElemMsg, SetMsg};
+use super::kernel::{Expr, KElem};
+use crate::ruleset::ir::{ChainPolicy, Hook, Set, TABLE_NAME, Table};
+
+/// A finalized batch and what each of its messages does, by sequence number.
+pub struct Prepared {
+    batch: FinalizedBatch,
+    labels: BTreeMap<u32, String>,
+}
+
+impl Prepared {
+    /// The buffers to send, in order, in one `sendmsg`.
+    pub fn pages(&self) -> Vec<&[u8]> {
+        self.batch.iter().collect()
+    }
+
+    /// Sequence number → label of every message that will be acknowledged.
+    pub fn labels(&self) -> &BTreeMap<u32, String> {
+        &self.labels
+    }
+}
+
+/// Collects messages and their labels.
+struct Builder {
+    batch: Batch,
+    labels: Vec<String>,
+}
+
+impl Builder {
+    fn new() -> Self {
+        Self {
+            batch: Batch::new(),
+            labels: Vec::new(),
+        }
+    }
+
+    fn add<T: NlMsg>(&mut self, msg: &T, msg_type: MsgType, label: String) {
+        self.batch.add(msg, msg_type);
+        self.labels.push(label);
+    }
+
+    /// Element messages for `elems` of `set`, chunked to fit netlink's 64 KiB attribute limit.
+    fn elements(
+        &mut self,
+        set: &str,
+        id: Option<u32>,
+        elems: &[KElem],
+        msg_type: MsgType,
+    ) -> Result<(), NftError> {
+        let verb = match msg_type {
+            MsgType::Add => "add",
+            MsgType::Del => "delete",
+        };
+        for (n, chunk) in elems.chunks(ELEMS_PER_MESSAGE).enumerate() {
+            let first = n.saturating_mul(ELEMS_PER_MESSAGE);
+            let label = format!(
+                "{verb} elements {}..{} of set {set}",
+                first,
+                first.saturating_add(chunk.len())
+            );
+            let msg = ElemMsg::new(TABLE_NAME, set, id, chunk.to_vec())?;
+            self.add(&msg, msg_type, label);
+        }
+        Ok(())
+    }
+
+    /// Finalizes the batch and maps the sequence numbers nftnl assigned to our labels.
+    ///
+    /// nftnl numbers messages consecutively; on kernels that acknowledge the batch begin and
+    /// end messages (6.10+) those two take the first and last numbers.
+    fn finish(self) -> Result<Prepared, NftError> {
+        let batch = self.batch.finalize();
+        let seqs = batch.sequence_numbers();
+        let count = usize::try_from(seqs.end.saturating_sub(seqs.start)).unwrap_or(usize::MAX);
+        let mut labels = BTreeMap::new();
+        let mut seq = seqs.start;
+        let with_ends = count == self.labels.len().saturating_add(2);
+        if !with_ends && count != self.labels.len() {
+            return Err(NftError::Protocol(format!(
+                "batch of {} messages has {count} sequence numbers",
+                self.labels.len()
+            )));
+        }
+        if with_ends {
+            labels.insert(seq, "batch begin".to_owned());
+            seq = seq.saturating_add(1);
+        }
+        for label in self.labels {
+            labels.insert(seq, label);
+            seq = seq.saturating_add(1);
+        }
+        if with_ends {
+            labels.insert(seq, "batch end".to_owned());
+        }
+        Ok(Prepared { batch, labels })
+    }
+}
+
+fn cname(name: &str, what: &str) -> Result<CString, NftError> {
+    CString::new(name)
+        .map_err(|_| NftError::encode(format!("{what} {name:?}"), "contains a NUL byte"))
+}
+
+/// The batch that replaces table `inet shield` by `table`, atomically.
+pub fn replace_table(table: &Table) -> Result<Prepared, NftError> {
+    // Encode everything first: nothing is built if anything is invalid.
+    let mut sets = Vec::with_capacity(table.sets.len());
+    for (index, set) in table.sets.iter().enumerate() {
+        let msg = SetMsg::new(TABLE_NAME, set_header(set), set_id(index), &SET_USERDATA)?;
+        sets.push((set, set_id(index), msg, set_elements(set)?));
+    }
+    let mut chains = Vec::with_capacity(table.chains.len());
+    for chain in &table.chains {
+        let name = cname(&chain.name, "chain name")?;
+        let mut rules = Vec::with_capacity(chain.rules.len());
+        for (n, rule) in chain.rules.iter().enumerate() {
+            let label = format!("add rule {} to chain {}", n.saturating_add(1), chain.name);
+            let exprs = rule_exprs(table, rule, &label)?;
+            if let Some(Expr::Unsupported { what }) =
+                exprs.iter().find(|e| matches!(e, Expr::Unsupported { .. }))
+            {
+                return Err(NftError::encode(label, what.clone()));
+            }
+            rules.push((label, exprs));
+        }
+        chains.push((chain, name, rules));
+    }
+
+    let mut b = Builder::new();
+    let t = nftnl::Table::new(cname(TABLE_NAME, "table name")?, ProtoFamily::Inet);
+    // Adding first makes the delete succeed whether or not the table exists (no NLM_F_EXCL).
+    b.add(&t, MsgType::Add, format!("add table {TABLE_NAME}"));
+    b.add(&t, MsgType::Del, format!("delete table {TABLE_NAME}"));
+    b.add(&t, MsgType::Add, format!("add table {TABLE_NAME}"));
+    for (set, _, msg, _) in &sets {
+        b.add(msg, MsgType::Add, format!("add set {}", set.name));
+    }
+    let mut built = Vec::with_capacity(chains.len());
+    for (chain, name, _) in &chains {
+        let mut c = nftnl::Chain::new(name, &t);
+        c.set_type(nftnl::ChainType::Filter);
+        c.set_hook(
+            match chain.hook {
+                Hook::Output => nftnl::Hook::Out,
+                Hook::Input => nftnl::Hook::In,
+            },
+            chain.priority,
+        );
+        c.set_policy(match chain.policy {
+            ChainPolicy::Accept => nftnl::Policy::Accept,
+            ChainPolicy::Drop => nftnl::Policy::Drop,
+        });
+        b.add(&c, MsgType::Add, format!("add chain {}", chain.name));
+        built.push(c);
+    }
+    for (c, (_, _, rules)) in built.iter().zip(&chains) {
+        for (label, exprs) in rules {
+            let mut rule = nftnl::Rule::new(c);
+            for expr in exprs {
+                rule.add_expr(expr);
+            }
+            b.add(&rule, MsgType::Add, label.clone());
+        }
+    }
+    for (set, id, _, elems) in &sets {
+        b.elements(&set.name, Some(*id), elems, MsgType::Add)?;
+    }
+    b.finish()
+}
+
+/// The batch that removes the elements of `removes` and then adds those of `adds`, each given
+/// as a [`Set`] (name, family, kind) holding just the elements to change, in one transaction.
+///
+/// Adds carry no `NLM_F_EXCL`: re-adding a timeout set element refreshes its timeout.
+pub fn element_changes(adds: &[Set], removes: &[Set]) -> Result<Prepared, NftError> {
+    let encode = |sets: &[Set]| -> Result<Vec<(String, Vec<KElem>)>, NftError> {
+        sets.iter()
+            .map(|set| {
+                let mut elems = Vec::new();
+                for element in &set.elements {
+                    elems.extend(element_elems(set, element)?);
+                }
+                Ok((set.name.clone(), elems))
+            })
+            .collect()
+    };
+    let removes = encode(removes)?;
+    let adds = encode(adds)?;
+    let mut b = Builder::new();
+    for (name, elems) in &removes {
+        b.elements(name, None, elems, MsgType::Del)?;
+    }
+    for (name, elems) in &adds {
+        b.elements(name, None, elems, MsgType::Add)?;
+    }
+    b.finish()
+}

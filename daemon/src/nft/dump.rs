@@ -1,0 +1,137 @@
+//! Reading table `inet shield` back: dump requests, collection, consistency.
+//!
+//! One read is five kinds of `NLM_F_DUMP` request (tables, sets, the elements of each set,
+//! chains, rules), parsed by [`super::ffi`] into a [`KTable`]. Objects of other tables are left
+//! out (the namespace may hold other tables); nothing of ours is. Each reply carries the
+//! ruleset generation: if it differs between replies, or the kernel flags a dump as
+//! interrupted, or a set vanished mid-read, the table changed while we read it and the whole
+//! read is repeated, so the result is always one consistent generation.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::error::NftError;
+use super::ffi::{self, DumpKind};
+use super::kernel::{KElem, KTable};
+use super::socket::Link;
+use crate::ruleset::ir::TABLE_NAME;
+
+/// How many times a read is repeated while the table keeps changing under it.
+const ATTEMPTS: u32 = 5;
+
+/// `ENOENT`: an object named in a dump request no longer exists.
+const ENOENT: i32 = 2;
+
+/// Sequence numbers of dump requests, far from the small ones nftnl gives batch messages.
+static NEXT_SEQ: AtomicU32 = AtomicU32::new(0x4000_0000);
+
+fn next_seq() -> u32 {
+    NEXT_SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Reads the table as one consistent generation; `Ok(None)` if it does not exist.
+pub fn read(link: &mut Link<'_>) -> Result<Option<KTable>, NftError> {
+    for _ in 0..ATTEMPTS {
+        match read_once(link) {
+            Ok(Some(table)) => return Ok(table),
+            Ok(None) => {}
+            Err(e) if e.errno() == Some(ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(NftError::Unstable(ATTEMPTS))
+}
+
+/// What one dump pass saw, across all its requests.
+#[derive(Default)]
+struct Pass {
+    generations: Vec<u16>,
+    interrupted: bool,
+}
+
+impl Pass {
+    fn dump(
+        &mut self,
+        link: &mut Link<'_>,
+        kind: DumpKind,
+        set: Option<&str>,
+        each: impl FnMut(&[u8]) -> Result<(), NftError>,
+    ) -> Result<(), NftError> {
+        let seq = next_seq();
+        let request = ffi::dump_request(kind, TABLE_NAME, set, seq)?;
+        let reply = u16::try_from(kind.reply_msg())
+            .map_err(|_| NftError::Protocol("message type out of range".to_owned()))?;
+        let info = link.dump(&request, seq, reply, kind.noun(), each)?;
+        self.generations.extend(info.generations);
+        self.interrupted |= info.interrupted;
+        Ok(())
+    }
+
+    fn consistent(&self) -> bool {
+        !self.interrupted && self.generations.windows(2).all(|w| w.first() == w.get(1))
+    }
+}
+
+/// One pass: `Ok(None)` when the table changed during the pass.
+fn read_once(link: &mut Link<'_>) -> Result<Option<Option<KTable>>, NftError> {
+    let mut pass = Pass::default();
+    let mut flags = None;
+    pass.dump(link, DumpKind::Tables, None, |msg| {
+        let (owner, f) = ffi::parse_table(msg)?;
+        if owner.is(TABLE_NAME) {
+            flags = Some(f);
+        }
+        Ok(())
+    })?;
+    let Some(flags) = flags else {
+        return Ok(pass.consistent().then_some(None));
+    };
+
+    let mut sets = Vec::new();
+    pass.dump(link, DumpKind::Sets, None, |msg| {
+        let (owner, set) = ffi::parse_set(msg)?;
+        if owner.is(TABLE_NAME) {
+            sets.push(set);
+        }
+        Ok(())
+    })?;
+    let mut with_elems = Vec::with_capacity(sets.len());
+    for set in sets {
+        let mut elems: Vec<KElem> = Vec::new();
+        pass.dump(link, DumpKind::Elems, Some(&set.name), |msg| {
+            let (owner, name, mut batch) = ffi::parse_elems(msg)?;
+            if owner.is(TABLE_NAME) && name == set.name {
+                elems.append(&mut batch);
+            }
+            Ok(())
+        })?;
+        with_elems.push((set, elems));
+    }
+
+    let mut chains = Vec::new();
+    pass.dump(link, DumpKind::Chains, None, |msg| {
+        let (owner, chain) = ffi::parse_chain(msg)?;
+        if owner.is(TABLE_NAME) {
+            chains.push(chain);
+        }
+        Ok(())
+    })?;
+
+    let mut rules = Vec::new();
+    pass.dump(link, DumpKind::Rules, None, |msg| {
+        let (owner, rule) = ffi::parse_rule(msg)?;
+        if owner.is(TABLE_NAME) {
+            rules.push(rule);
+        }
+        Ok(())
+    })?;
+
+    if !pass.consistent() {
+        return Ok(None);
+    }
+    Ok(Some(Some(KTable {
+        flags,
+        sets: with_elems,
+        chains,
+        rules,
+    })))
+}
