@@ -1,5 +1,8 @@
 //! Generates the gRPC code from `shield/v1/shield.proto` with protox, so no `protoc` is needed.
-#![allow(clippy::expect_used, reason = "a build script reports failure by panicking")]
+#![allow(
+    clippy::expect_used,
+    reason = "a build script reports failure by panicking"
+)]
 
 use std::path::PathBuf;
 

@@ -85,6 +85,10 @@ fn probes_see_the_ruleset(owner: Owner) {
 
     load(&net.container, &handmade_ruleset(&net, true));
     let table = nft::list_table(&net.container).expect("table loaded");
+    assert!(
+        nft::list_ruleset(&net.container).contains("table inet shield"),
+        "the untouched-namespace oracle must see a loaded table"
+    );
     assert_eq!(
         table.base_chain("output").unwrap().policy.as_deref(),
         Some("drop")
