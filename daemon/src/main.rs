@@ -55,6 +55,9 @@ fn daemon(args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Handlers first: a SIGTERM that arrives as soon as the socket listens must still be a
+        // clean shutdown, not the default action (death with the socket left behind).
+        let shutdown = shutdown_signal()?;
         let listener = shieldd::server::bind(&socket).await?;
         tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "shieldd listening");
         let options = shieldd::Options {
@@ -63,26 +66,23 @@ fn daemon(args: Args) -> anyhow::Result<()> {
             socket,
             helper,
         };
-        shieldd::run(options, listener, shutdown_signal()).await?;
+        shieldd::run(options, listener, shutdown).await?;
         tracing::info!("shieldd stopped");
         anyhow::Ok(())
     })
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the returned future completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
-    }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+        }
+    })
 }
 
 /// Logs to stderr; level from `SHIELD_LOG` (e.g. `info`, `shieldd=debug`), `info` by default.

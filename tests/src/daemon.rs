@@ -17,9 +17,16 @@ pub struct DaemonBuilder {
     profiles: Vec<(String, String)>,
     config: Option<String>,
     default_socket: bool,
+    log_level: Option<String>,
 }
 
 impl DaemonBuilder {
+    /// `SHIELD_LOG` for the daemon (default: `SHIELD_TEST_LOG`, else `debug`).
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = Some(level.to_string());
+        self
+    }
+
     /// Runs the daemon as `owner` (default root).
     pub fn owner(mut self, owner: Owner) -> Self {
         self.owner = owner;
@@ -120,7 +127,9 @@ impl DaemonBuilder {
             .env("XDG_STATE_HOME", &state)
             .env(
                 "SHIELD_LOG",
-                std::env::var("SHIELD_TEST_LOG").unwrap_or_else(|_| "debug".to_string()),
+                self.log_level.clone().unwrap_or_else(|| {
+                    std::env::var("SHIELD_TEST_LOG").unwrap_or_else(|_| "debug".to_string())
+                }),
             )
             .current_dir(&root)
             .stdin(Stdio::null())
@@ -179,6 +188,7 @@ impl Daemon {
             profiles: Vec::new(),
             config: None,
             default_socket: false,
+            log_level: None,
         }
     }
 
@@ -333,10 +343,15 @@ impl Daemon {
 
     /// SIGTERM, then waits (10 s at most); panics unless the daemon exits with status 0 and
     /// removes its socket.
-    pub fn stop(mut self) -> ExitStatus {
+    pub fn stop(self) -> ExitStatus {
+        self.stop_with(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// [`Daemon::stop`] with another signal (SIGINT must shut down as cleanly as SIGTERM).
+    pub fn stop_with(mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        nix::sys::signal::kill(pid, signal).expect("send signal");
         let start = Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -345,18 +360,19 @@ impl Daemon {
             if start.elapsed() > Duration::from_secs(10) {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("shieldd ignored SIGTERM for 10 s; log:\n{}", self.log());
+                panic!("shieldd ignored {signal} for 10 s; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(5));
         };
         assert!(
             status.success(),
-            "shieldd exited with {status} after SIGTERM; log:\n{}",
+            "shieldd exited with {status} after {signal} (a daemon that listens must already \
+             handle it); log:\n{}",
             self.log()
         );
         assert!(
             !self.socket.exists(),
-            "shieldd left its socket {} behind after SIGTERM",
+            "shieldd left its socket {} behind after {signal}",
             self.socket.display()
         );
         status

@@ -3,7 +3,12 @@
 //! each into fresh network namespaces, interleaved in one run. Run as root, on release builds:
 //! `bench/attach.sh` (see `docs/benchmarks.md`).
 //!
-//! Usage: `attach-bench [--count N] [--warmup N] [--profiles A:B] [--rootless]`
+//! Usage: `attach-bench [--count N] [--warmup N] [--profiles A:B] [--rootless] [--log LEVEL]`
+//! (`--log` is the daemon's `SHIELD_LOG`, default `info`).
+//!
+//! Two more rows split the figure: the `poststop` hook that releases each container after its
+//! attach, and a `poststop` for an id the daemon never saw (hook process start, connect, one gRPC
+//! round trip, nothing else: the floor under every hook call).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -32,6 +37,7 @@ struct Args {
     warmup: usize,
     profiles: String,
     rootless: bool,
+    log: String,
 }
 
 fn args() -> Args {
@@ -40,6 +46,7 @@ fn args() -> Args {
         warmup: 10,
         profiles: "dev-standard:bench".into(),
         rootless: false,
+        log: "info".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -48,9 +55,10 @@ fn args() -> Args {
             "--warmup" => a.warmup = it.next().and_then(|v| v.parse().ok()).expect("--warmup N"),
             "--profiles" => a.profiles = it.next().expect("--profiles A:B"),
             "--rootless" => a.rootless = true,
+            "--log" => a.log = it.next().expect("--log LEVEL"),
             _ => {
                 eprintln!(
-                    "usage: attach-bench [--count N] [--warmup N] [--profiles A:B] [--rootless]"
+                    "usage: attach-bench [--count N] [--warmup N] [--profiles A:B] [--rootless] [--log LEVEL]"
                 );
                 std::process::exit(2);
             }
@@ -69,7 +77,7 @@ fn row(name: &str, samples: &mut [Duration]) -> String {
     let total: Duration = samples.iter().sum();
     let mean = total / u32::try_from(samples.len()).expect("count fits u32");
     format!(
-        "| {name:<46} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} |",
+        "| {name:<48} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} |",
         ms(percentile(samples, 50.0)),
         ms(percentile(samples, 90.0)),
         ms(percentile(samples, 99.0)),
@@ -89,6 +97,7 @@ fn main() {
     let daemon = Daemon::builder()
         .owner(owner)
         .profile("bench", BENCH_PROFILE)
+        .log_level(&a.log)
         .start();
 
     // The baseline applies exactly what the daemon renders for these profiles.
@@ -104,7 +113,9 @@ fn main() {
         .runtime_dir(&daemon.runtime_dir())
         .as_owner(owner, None);
 
-    let attach = |ns: &NsProcess| -> Duration {
+    let mut poststop_times = Vec::with_capacity(a.count);
+    let mut floor_times = Vec::with_capacity(a.count);
+    let mut attach = |ns: &NsProcess, keep: bool| -> Duration {
         let id = shield_tests::fresh_container_id();
         let annotations = [
             ("shield.profiles", a.profiles.as_str()),
@@ -115,12 +126,21 @@ fn main() {
             .stdin(oci_state(&id, Some(ns.pid()), &annotations))
             .run();
         run.assert_success();
-        // Release it (not timed), as a container stop would.
-        daemon
+        // Release it, as a container stop would (timed separately).
+        let stop = daemon
             .hook(Stage::Poststop, None)
             .stdin(oci_state(&id, None, &annotations))
-            .run()
-            .assert_success();
+            .run();
+        stop.assert_success();
+        let floor = daemon
+            .hook(Stage::Poststop, None)
+            .stdin(oci_state(&shield_tests::fresh_container_id(), None, &[]))
+            .run();
+        floor.assert_success();
+        if keep {
+            poststop_times.push(stop.elapsed);
+            floor_times.push(floor.elapsed);
+        }
         run.elapsed
     };
     let baseline = |ns: &NsProcess| -> Duration {
@@ -151,9 +171,14 @@ fn main() {
         };
         for is_hook in order {
             let ns = NsProcess::spawn(owner);
-            let t = if is_hook { attach(&ns) } else { baseline(&ns) };
+            let keep = i >= a.warmup;
+            let t = if is_hook {
+                attach(&ns, keep)
+            } else {
+                baseline(&ns)
+            };
             drop(ns);
-            if i >= a.warmup {
+            if keep {
                 if is_hook {
                     hook_times.push(t);
                 } else {
@@ -175,13 +200,10 @@ fn main() {
     );
     println!();
     println!(
-        "| {:<46} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} |",
+        "| {:<48} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} |",
         "method (wall time, ms)", "p50", "p90", "p99", "max", "mean"
     );
-    println!(
-        "|{}|--------:|--------:|--------:|--------:|--------:|",
-        "-".repeat(48)
-    );
+    println!("|{}|{}", "-".repeat(50), "-------:|".repeat(5));
     println!(
         "{}",
         row(
@@ -194,6 +216,20 @@ fn main() {
         row(
             "nsenter --net=/proc/PID/ns/net nft -f RULESET",
             &mut nft_times
+        )
+    );
+    println!(
+        "{}",
+        row(
+            "shield-hook poststop (release the container)",
+            &mut poststop_times
+        )
+    );
+    println!(
+        "{}",
+        row(
+            "shield-hook poststop, unknown id (round trip)",
+            &mut floor_times
         )
     );
     daemon.stop();
