@@ -4,10 +4,9 @@
 //! namespace; the helper process does that (see [`crate::netns`]).
 
 use std::os::fd::{AsFd as _, BorrowedFd};
+use std::time::{Duration, Instant};
 
-use crate::netns::{
-    self, ContainerNamespace, ContainerSockets, HelperCommand, NetnsError, SocketRequest,
-};
+use crate::netns::{ContainerNamespace, ContainerSockets, HelperPool, NetnsError, SocketRequest};
 use crate::nft::{self, NftError};
 use crate::ruleset::{self, Mode, Table, invariants::Violation};
 
@@ -71,18 +70,30 @@ fn join(violations: &[Violation]) -> String {
         .join("; ")
 }
 
-/// Enters the namespace of process `pid` (through the helper), applies `table` and verifies it.
+/// Enters the namespace of process `pid` (through a helper), applies `table` and verifies it.
 pub fn attach(
-    helper: &HelperCommand,
+    helpers: &HelperPool,
     pid: u32,
     table: &Table,
     mode: Mode,
 ) -> Result<Attachment, AttachError> {
+    let started = Instant::now();
     let namespace = ContainerNamespace::open(pid)?;
-    let sockets = netns::create_sockets(helper, &namespace, &SocketRequest::nftables_only())?;
+    let sockets = helpers.create_sockets(&namespace, &SocketRequest::nftables_only())?;
+    let helper_done = Instant::now();
     let attachment = Attachment { sockets };
     apply_verified(&attachment, table, mode)?;
+    tracing::debug!(
+        pid,
+        helper_micros = micros(helper_done - started),
+        apply_verify_micros = micros(helper_done.elapsed()),
+        "attach stages"
+    );
     Ok(attachment)
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Replaces the container's table with `table` in one batch, reads it back and verifies it.
@@ -91,9 +102,18 @@ pub fn apply_verified(
     table: &Table,
     mode: Mode,
 ) -> Result<(), AttachError> {
+    let started = Instant::now();
     nft::apply(attachment.nftables(), table).map_err(AttachError::Apply)?;
+    let applied = Instant::now();
     let kernel = read_back(attachment)?.ok_or(VerifyError::Missing)?;
+    let read = Instant::now();
     verify(table, &kernel, mode)?;
+    tracing::debug!(
+        apply_micros = micros(applied - started),
+        read_back_micros = micros(read - applied),
+        verify_micros = micros(read.elapsed()),
+        "apply stages"
+    );
     Ok(())
 }
 

@@ -53,6 +53,7 @@ pub async fn run(
         options.helper,
         options.socket.clone(),
     );
+    service.replenish_helpers();
     let served = server::serve(service, listener, peers, shutdown).await;
     if let Err(err) = std::fs::remove_file(&options.socket) {
         tracing::warn!(socket = %options.socket.display(), error = %err, "could not remove the socket");

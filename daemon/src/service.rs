@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::attach::{self, AttachError, Attachment};
 use crate::config::Config;
-use crate::netns::HelperCommand;
+use crate::netns::{HelperCommand, HelperPool};
 use crate::oci::{self, OciError};
 use crate::profiles::{ProfileError, ProfileStore, Source};
 use crate::registry::{LookupError, Record, Registry, Running};
@@ -22,7 +22,7 @@ use crate::ruleset::{self, Mode, Policy};
 pub struct ShieldService {
     config: Config,
     profiles: ProfileStore,
-    helper: HelperCommand,
+    helpers: Arc<HelperPool>,
     registry: Registry,
     started: Instant,
     socket: PathBuf,
@@ -101,11 +101,21 @@ impl ShieldService {
         Self {
             config,
             profiles,
-            helper,
+            helpers: Arc::new(HelperPool::new(helper)),
             registry: Registry::default(),
             started: Instant::now(),
             socket,
         }
+    }
+
+    /// Starts the next attach's helper in the background, off every request path.
+    pub fn replenish_helpers(&self) {
+        let helpers = Arc::clone(&self.helpers);
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = helpers.replenish() {
+                tracing::warn!(error = %error_chain(&err), "cannot start an idle namespace helper");
+            }
+        });
     }
 
     /// Policy for the given profiles (mode `mode`), plus the domains they name.
@@ -134,11 +144,11 @@ impl ShieldService {
         let (policy, domains) = self.policy_for(&profiles, Mode::Up)?;
         let table = ruleset::build(&policy);
 
-        let helper = self.helper.clone();
+        let helpers = Arc::clone(&self.helpers);
         let pid = state.pid;
         let mode = policy.mode;
         let attachment =
-            tokio::task::spawn_blocking(move || attach::attach(&helper, pid, &table, mode))
+            tokio::task::spawn_blocking(move || attach::attach(&helpers, pid, &table, mode))
                 .await
                 .map_err(|err| ServiceError::Internal(err.to_string()))?
                 .map_err(|source| ServiceError::Attach {
@@ -168,6 +178,7 @@ impl ShieldService {
         );
         let container = to_proto(&record);
         self.registry.insert(record);
+        self.replenish_helpers();
         Ok(container)
     }
 
@@ -177,8 +188,9 @@ impl ShieldService {
             tracing::info!(container = %state.id, "poststop for a container shield never attached");
             return Ok(false);
         };
-        // Dropping the attachment closes the sockets that pin the container's netns.
-        drop(running);
+        // Closing a netlink socket can wait for an RCU grace period in the kernel (milliseconds):
+        // release the sockets that pin the container's netns off the request path.
+        tokio::task::spawn_blocking(move || drop(running));
         tracing::info!(container = %state.id, "container stopped, sockets released");
         Ok(true)
     }

@@ -30,13 +30,15 @@ use std::time::Duration;
 
 pub mod helper;
 pub mod namespace;
+pub mod pool;
 pub mod spawn;
 mod transport;
 pub mod wire;
 
 pub use helper::helper_main;
 pub use namespace::{ContainerNamespace, NamespaceId};
-pub use spawn::{HelperCommand, create_sockets};
+pub use pool::HelperPool;
+pub use spawn::{ExitingHelper, HelperCommand, IdleHelper, create_sockets};
 pub use wire::{ContainerSockets, DnsListener, SocketRequest};
 
 /// The subcommand (`argv[1]`) under which the daemon binary runs [`helper_main`].

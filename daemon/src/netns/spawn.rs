@@ -55,7 +55,7 @@ impl HelperCommand {
     }
 }
 
-/// Creates the requested sockets inside `ns` by running the helper (blocking).
+/// Creates the requested sockets inside `ns` by running a fresh helper (blocking).
 ///
 /// On success the helper has verifiably entered `ns` (its observed netns is checked against
 /// [`ContainerNamespace::netns_id`]) and exited 0.
@@ -64,32 +64,81 @@ pub fn create_sockets(
     ns: &ContainerNamespace,
     request: &SocketRequest,
 ) -> Result<ContainerSockets, NetnsError> {
-    let plan = request
-        .plan()
-        .map_err(|reason| NetnsError::InvalidRequest { reason })?;
-    let deadline = Instant::now() + helper.timeout;
-    let message = HelperRequest {
-        version: PROTOCOL_VERSION,
-        enter_user: ns.user().is_some(),
-        sockets: request.clone(),
-    };
-    let bytes = wire::encode(&message).map_err(|reason| NetnsError::Protocol { reason })?;
+    let (sockets, exiting) = IdleHelper::spawn(helper)?.create_sockets(ns, request)?;
+    exiting.reap()?;
+    Ok(sockets)
+}
 
-    // Both ends close-on-exec: ours must not leak into concurrently spawned helpers (or the
-    // EOF that tells us a helper died would never come); theirs becomes the helper's stdin,
-    // and dup2 onto fd 0 clears the flag there.
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| channel_error("create the socketpair", e))?;
-    let mut process = HelperProcess::spawn(helper, theirs)?;
+/// A helper process that has started and waits for its one request.
+///
+/// Starting the helper (exec, dynamic linking, runtime start-up) is most of its cost; a helper
+/// started ahead of time takes that off the attach path. It still serves exactly one request
+/// and exits, and it exits by itself if the daemon goes away (its channel reads EOF).
+#[derive(Debug)]
+pub struct IdleHelper {
+    channel: OwnedFd,
+    process: HelperProcess,
+}
 
+impl IdleHelper {
+    /// Starts a helper that waits for a request.
+    pub fn spawn(helper: &HelperCommand) -> Result<Self, NetnsError> {
+        // Both ends close-on-exec: ours must not leak into concurrently spawned helpers (or the
+        // EOF that tells us a helper died would never come); theirs becomes the helper's stdin,
+        // and dup2 onto fd 0 clears the flag there.
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| channel_error("create the socketpair", e))?;
+        let process = HelperProcess::spawn(helper, theirs)?;
+        Ok(Self {
+            channel: ours,
+            process,
+        })
+    }
+
+    /// Sends the request and takes the sockets back (blocking). The deadline runs from now.
+    ///
+    /// The helper is still exiting when this returns: the sockets are already checked, so the
+    /// caller may reap it later, off its critical path.
+    pub fn create_sockets(
+        self,
+        ns: &ContainerNamespace,
+        request: &SocketRequest,
+    ) -> Result<(ContainerSockets, ExitingHelper), NetnsError> {
+        let Self {
+            channel: ours,
+            mut process,
+        } = self;
+        let plan = request
+            .plan()
+            .map_err(|reason| NetnsError::InvalidRequest { reason })?;
+        let deadline = Instant::now() + process.timeout;
+        let message = HelperRequest {
+            version: PROTOCOL_VERSION,
+            enter_user: ns.user().is_some(),
+            sockets: request.clone(),
+        };
+        let bytes = wire::encode(&message).map_err(|reason| NetnsError::Protocol { reason })?;
+        let sockets = exchange(&ours, &mut process, deadline, ns, &bytes, &plan)?;
+        Ok((sockets, ExitingHelper { process }))
+    }
+}
+
+fn exchange(
+    ours: &OwnedFd,
+    process: &mut HelperProcess,
+    deadline: Instant,
+    ns: &ContainerNamespace,
+    bytes: &[u8],
+    plan: &[wire::SocketKind],
+) -> Result<ContainerSockets, NetnsError> {
     let mut fds: Vec<BorrowedFd<'_>> = vec![ns.netns()];
     fds.extend(ns.user());
-    if let Err(e) = transport::send(ours.as_fd(), &bytes, &fds) {
+    if let Err(e) = transport::send(ours.as_fd(), bytes, &fds) {
         // EPIPE/ECONNRESET: the helper is already gone, and its exit status says more.
         return Err(match e {
             Errno::EPIPE | Errno::ECONNRESET => process.died(deadline),
@@ -98,7 +147,7 @@ pub fn create_sockets(
     }
 
     let remaining = deadline.saturating_duration_since(Instant::now());
-    setsockopt(&ours, sockopt::ReceiveTimeout, &timeval(remaining))
+    setsockopt(ours, sockopt::ReceiveTimeout, &timeval(remaining))
         .map_err(|e| channel_error("set the receive timeout", e))?;
     let (data, received) = match transport::recv(ours.as_fd()) {
         Ok(Received::Message { data, fds }) => (data, fds),
@@ -114,7 +163,6 @@ pub fn create_sockets(
             });
         }
     };
-    drop(ours);
 
     let (observed, count) = match wire::decode::<HelperReply>(&data) {
         Ok(HelperReply::Ready { netns, sockets }) => (netns, sockets),
@@ -138,18 +186,32 @@ pub fn create_sockets(
             got: observed,
         });
     }
-    let sockets = wire::assemble(&plan, received, observed)
-        .map_err(|reason| NetnsError::Protocol { reason })?;
-    let status = process.finish(deadline)?;
-    if !status.success() {
-        return Err(NetnsError::Protocol {
-            reason: format!("the helper sent its sockets but then exited with {status}"),
-        });
+    wire::assemble(plan, received, observed).map_err(|reason| NetnsError::Protocol { reason })
+}
+
+/// A helper that has handed over its sockets and is exiting; [`Self::reap`] collects its status.
+#[derive(Debug)]
+pub struct ExitingHelper {
+    process: HelperProcess,
+}
+
+impl ExitingHelper {
+    /// Waits for the helper's exit (killing it at its deadline) and checks that it exited 0.
+    pub fn reap(mut self) -> Result<(), NetnsError> {
+        let deadline = Instant::now() + self.process.timeout;
+        let status = self.process.finish(deadline)?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(NetnsError::Protocol {
+                reason: format!("the helper sent its sockets but then exited with {status}"),
+            })
+        }
     }
-    Ok(sockets)
 }
 
 /// A running helper; reaped on every path (killed first if still running when dropped).
+#[derive(Debug)]
 struct HelperProcess {
     child: Child,
     exe: PathBuf,
