@@ -11,18 +11,19 @@ use shield_proto::client;
 use shield_proto::v1::{self, shield_client::ShieldClient};
 use tonic::transport::Channel;
 
-use crate::cli::{Cli, Command, PreviewArgs};
+use crate::cli::{ChangeArgs, Cli, Command, LogsArgs, ModeArg, PreviewArgs};
 use crate::error::CtlError;
 use crate::output::{self, Format, Output};
 use crate::view::{
-    ContainerList, ContainerView, ModeView, PreviewView, ProfileList, ProfileView, RulesView,
-    StatusView,
+    ChangeAction, ChangeView, ContainerList, ContainerView, LogEventView, ModeChangeView, ModeView,
+    PreviewView, ProfileList, ProfileView, RulesView, StateReport, StatusView,
 };
 
 /// Time allowed to connect to the daemon.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Time allowed for one unary call (streams such as a future `watch` have none).
+/// Time allowed for one unary call, and for a `logs` stream without `--follow` (a followed
+/// stream has none).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `cli`, writing results to `out`.
@@ -34,6 +35,16 @@ pub async fn run<W: Write>(cli: &Cli, out: &mut Output<W>) -> Result<(), CtlErro
         Command::Rules { container } => rules(&mut session, out, container).await,
         Command::Preview(args) => preview(&mut session, out, args).await,
         Command::Profiles => profiles(&mut session, out).await,
+        Command::Show { container } => show(&mut session, out, container).await,
+        Command::Allow(args) => change(&mut session, out, ChangeAction::Allow, args).await,
+        Command::Deny(args) => change(&mut session, out, ChangeAction::Deny, args).await,
+        Command::Up { container } => set_mode(&mut session, out, container, ModeArg::Up).await,
+        Command::Down(args) => set_mode(&mut session, out, &args.container, args.mode()).await,
+        Command::Block { container } => {
+            set_mode(&mut session, out, container, ModeArg::Block).await
+        }
+        Command::State { container } => state(&mut session, out, container).await,
+        Command::Logs(args) => logs(&mut session, out, args).await,
     }
 }
 
@@ -167,6 +178,156 @@ async fn profiles<W: Write>(session: &mut Session, out: &mut Output<W>) -> Resul
     out.emit(&ProfileList(
         profiles.into_iter().map(ProfileView::from).collect(),
     ))
+}
+
+/// The container the daemon resolves `container` to (`GetContainer`).
+async fn get_container(session: &mut Session, container: &str) -> Result<ContainerView, CtlError> {
+    let mut client = session.client().await?;
+    let request = v1::GetContainerRequest {
+        container: container.to_owned(),
+    };
+    let response = client
+        .get_container(session.request(request))
+        .await
+        .map_err(|status| session.failed(status))?;
+    response
+        .into_inner()
+        .container
+        .map(ContainerView::from)
+        .ok_or(CtlError::Incomplete("the container"))
+}
+
+async fn show<W: Write>(
+    session: &mut Session,
+    out: &mut Output<W>,
+    container: &str,
+) -> Result<(), CtlError> {
+    let view = get_container(session, container).await?;
+    out.emit(&view)
+}
+
+async fn state<W: Write>(
+    session: &mut Session,
+    out: &mut Output<W>,
+    container: &str,
+) -> Result<(), CtlError> {
+    let view = get_container(session, container).await?;
+    out.emit(&StateReport::from(&view))
+}
+
+/// `allow` / `deny`: every target in one request, which the daemon applies atomically.
+async fn change<W: Write>(
+    session: &mut Session,
+    out: &mut Output<W>,
+    action: ChangeAction,
+    args: &ChangeArgs,
+) -> Result<(), CtlError> {
+    let mut client = session.client().await?;
+    let request = session.request(v1::ChangeRequest {
+        container: args.container.clone(),
+        targets: args.targets.clone(),
+    });
+    let answer = match action {
+        ChangeAction::Allow => client.allow(request).await,
+        ChangeAction::Deny => client.deny(request).await,
+    };
+    let response = answer.map_err(|status| session.failed(status))?;
+    out.emit(&ChangeView::new(action, response.into_inner()))
+}
+
+/// `up` / `down [--all]` / `block`.
+async fn set_mode<W: Write>(
+    session: &mut Session,
+    out: &mut Output<W>,
+    container: &str,
+    mode: ModeArg,
+) -> Result<(), CtlError> {
+    let mut client = session.client().await?;
+    let mode = v1::Mode::from(mode);
+    let request = v1::SetModeRequest {
+        container: container.to_owned(),
+        mode: mode.into(),
+    };
+    let response = client
+        .set_mode(session.request(request))
+        .await
+        .map_err(|status| session.failed(status))?;
+    out.emit(&ModeChangeView::new(
+        container,
+        ModeView::from(i32::from(mode)),
+        response.into_inner(),
+    ))
+}
+
+/// `logs`: prints the stream until the daemon ends it, the reader goes away, or (with
+/// `--follow`) SIGINT or SIGTERM arrives, which ends the command successfully.
+async fn logs<W: Write>(
+    session: &mut Session,
+    out: &mut Output<W>,
+    args: &LogsArgs,
+) -> Result<(), CtlError> {
+    // Installed before the call, so that Ctrl-C while waiting for the first event ends cleanly.
+    let mut stop = if args.follow {
+        Some(Interrupt::new().map_err(CtlError::Signal)?)
+    } else {
+        None
+    };
+    let mut client = session.client().await?;
+    let message = v1::LogsRequest {
+        container: args.container.clone().unwrap_or_default(),
+        last: args.lines,
+        follow: args.follow,
+    };
+    let request = if args.follow {
+        tonic::Request::new(message)
+    } else {
+        session.request(message)
+    };
+    let mut stream = client
+        .logs(request)
+        .await
+        .map_err(|status| session.failed(status))?
+        .into_inner();
+    loop {
+        let next = match &mut stop {
+            Some(stop) => tokio::select! {
+                next = stream.message() => next,
+                () = stop.recv() => return Ok(()),
+            },
+            None => stream.message().await,
+        };
+        let Some(event) = next.map_err(|status| session.failed(status))? else {
+            return Ok(());
+        };
+        out.emit_line(&LogEventView::from(event))?;
+        if out.is_closed() {
+            return Ok(());
+        }
+    }
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, caught so that `logs --follow` can end cleanly on either.
+struct Interrupt {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves when either signal arrives.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
 }
 
 /// `0123456789ab (web)`, or the short id alone.

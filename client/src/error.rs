@@ -37,6 +37,12 @@ pub enum CtlError {
         /// The time allowed.
         timeout: Duration,
     },
+    /// The daemon's answer lacks something the command needs (a daemon from another version?).
+    #[error("shieldd's answer lacks {0} (are shieldd and shieldctl the same version?)")]
+    Incomplete(&'static str),
+    /// The signal handlers of `logs --follow` could not be installed.
+    #[error("cannot catch Ctrl-C: {0}")]
+    Signal(std::io::Error),
     /// JSON encoding failed (not expected for our views).
     #[error("cannot encode the output as JSON: {0}")]
     Json(serde_json::Error),

@@ -14,7 +14,7 @@ use crate::render::Render;
 pub enum Format {
     /// Aligned text for people.
     Human,
-    /// Pretty-printed JSON (one document per command).
+    /// Pretty-printed JSON (one document per command), or JSON Lines for a stream (`logs`).
     Json,
 }
 
@@ -23,6 +23,8 @@ pub enum Format {
 pub struct Output<W> {
     format: Format,
     out: W,
+    /// The reader went away (closed pipe): later writes are dropped.
+    closed: bool,
 }
 
 impl Output<io::Stdout> {
@@ -35,7 +37,11 @@ impl Output<io::Stdout> {
 impl<W: Write> Output<W> {
     /// Results to `out`.
     pub fn new(format: Format, out: W) -> Self {
-        Self { format, out }
+        Self {
+            format,
+            out,
+            closed: false,
+        }
     }
 
     /// The chosen format.
@@ -53,13 +59,43 @@ impl<W: Write> Output<W> {
                 json
             }
         };
+        self.write(&text)
+    }
+
+    /// Writes one record of a stream (`logs`): its text form, or compact JSON on a line of its
+    /// own (JSON Lines), flushed at once so that `--follow` shows events as they come.
+    pub fn emit_line<V: Render>(&mut self, view: &V) -> Result<(), CtlError> {
+        let text = match self.format {
+            Format::Human => view.human(),
+            Format::Json => {
+                let mut json = serde_json::to_string(view).map_err(CtlError::Json)?;
+                json.push('\n');
+                json
+            }
+        };
+        self.write(&text)
+    }
+
+    /// True once the reader has gone away (`shieldctl logs -f | head -3`): a stream can stop.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn write(&mut self, text: &str) -> Result<(), CtlError> {
+        if self.closed {
+            return Ok(());
+        }
         match self
             .out
             .write_all(text.as_bytes())
             .and_then(|()| self.out.flush())
         {
-            Err(error) if error.kind() != io::ErrorKind::BrokenPipe => Err(CtlError::Write(error)),
-            _ => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(error) => Err(CtlError::Write(error)),
+            Ok(()) => Ok(()),
         }
     }
 
@@ -87,7 +123,7 @@ fn stderr_line(text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::{ModeView, PreviewView};
+    use crate::view::{LogEventView, ModeView, PreviewView};
 
     fn preview() -> PreviewView {
         PreviewView {
@@ -129,6 +165,35 @@ mod tests {
     #[test]
     fn closed_pipe_is_not_an_error() {
         let mut output = Output::new(Format::Human, ClosedPipe);
+        assert!(!output.is_closed());
         assert!(output.emit(&preview()).is_ok());
+        assert!(output.is_closed());
+        assert!(output.emit_line(&preview()).is_ok());
+    }
+
+    #[test]
+    fn json_lines_are_compact_one_per_line() {
+        let event = LogEventView {
+            ts: "2026-11-28T21:00:00.123456Z".to_owned(),
+            container: "0123".to_owned(),
+            name: "web".to_owned(),
+            action: "allow".to_owned(),
+            target: "1.2.3.4".to_owned(),
+            detail: "two\nlines".to_owned(),
+        };
+        let mut output = Output::new(Format::Json, Vec::new());
+        output.emit_line(&event).unwrap();
+        output.emit_line(&event).unwrap();
+        let text = String::from_utf8(output.into_inner()).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(value["detail"], "two\nlines");
+        }
+        assert!(text.starts_with(r#"{"ts":"2026-11-28T21:00:00.123456Z","container":"0123","#));
+
+        let mut output = Output::new(Format::Human, Vec::new());
+        output.emit_line(&event).unwrap();
+        assert_eq!(output.into_inner(), event.human().into_bytes());
     }
 }

@@ -3,12 +3,15 @@
 //! A new command adds a view in [`crate::view`] and its `Render` impl here; [`crate::output`]
 //! decides which form to write.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::table::{Align, Table, pairs};
-use crate::view::{ContainerList, PreviewView, ProfileList, RulesView, StatusView};
+use crate::table::{Align, Table, pairs, sanitize, width};
+use crate::view::{
+    ChangeView, ContainerList, ContainerView, LogEventView, ModeChangeView, PreviewView,
+    ProfileList, RulesView, StateReport, StatusView,
+};
 
 /// Something shieldctl prints: as text by default, as JSON with `--json`.
 pub trait Render: Serialize {
@@ -92,6 +95,123 @@ impl Render for ProfileList {
     }
 }
 
+impl Render for ContainerView {
+    /// `show`: one `key  value` line per field; lists joined with `, `.
+    fn human(&self) -> String {
+        let attached = u64::try_from(self.attached_at)
+            .ok()
+            .filter(|seconds| *seconds > 0)
+            .map_or_else(
+                || NONE.to_owned(),
+                |seconds| {
+                    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
+                    humantime::format_rfc3339_seconds(at).to_string()
+                },
+            );
+        pairs(&[
+            ("id", self.id.clone()),
+            ("name", or_none(&self.name)),
+            ("state", self.state.as_str().to_owned()),
+            ("mode", self.mode.as_str().to_owned()),
+            ("profiles", list(&self.profiles)),
+            ("pid", self.pid.to_string()),
+            ("attached", attached),
+            ("allow set", format!("{} addresses", self.allowed_addresses)),
+            ("domains", list(&self.domains)),
+            ("allowed", list(&self.allowed)),
+            ("denied", list(&self.denied)),
+            ("allowed domains", list(&self.allowed_domains)),
+            ("denied domains", list(&self.denied_domains)),
+        ])
+    }
+}
+
+impl Render for ChangeView {
+    /// One line per target, in request order: `allowed 192.0.2.7 (address)`,
+    /// `already denied 10.0.0.0/8 (network)`, `allowed example.com (domain) → 93.184.216.34, …`.
+    fn human(&self) -> String {
+        let mut text = String::new();
+        for change in &self.changes {
+            if !change.changed {
+                text.push_str("already ");
+            }
+            text.push_str(self.action.done());
+            text.push(' ');
+            text.push_str(&sanitize(&change.target));
+            text.push_str(" (");
+            text.push_str(&sanitize(&change.kind));
+            text.push(')');
+            if !change.resolved.is_empty() {
+                text.push_str(" → ");
+                text.push_str(&sanitize(&change.resolved.join(", ")));
+            }
+            text.push('\n');
+        }
+        text
+    }
+}
+
+impl Render for ModeChangeView {
+    /// `web: up → block`, or `web: already block` when nothing changed.
+    fn human(&self) -> String {
+        let who = sanitize(&self.label);
+        if self.previous == self.mode {
+            format!("{who}: already {}\n", self.mode.as_str())
+        } else {
+            format!(
+                "{who}: {} → {}\n",
+                self.previous.as_str(),
+                self.mode.as_str()
+            )
+        }
+    }
+}
+
+impl Render for StateReport {
+    /// Exactly one word and a newline.
+    fn human(&self) -> String {
+        format!("{}\n", self.state.as_str())
+    }
+}
+
+/// Minimum widths of the name, action and target columns of a log line (a stream cannot be
+/// measured in advance; longer values push the rest of their line right).
+const LOG_WIDTHS: [usize; 3] = [12, 7, 18];
+
+impl Render for LogEventView {
+    /// `TS NAME ACTION TARGET DETAIL`, the middle columns padded to 12, 7 and 18 characters;
+    /// the short id stands in for a missing name, `-` for a missing target.
+    fn human(&self) -> String {
+        let name = if self.name.is_empty() {
+            self.container.get(..12).unwrap_or(&self.container)
+        } else {
+            &self.name
+        };
+        let [name_width, action_width, target_width] = LOG_WIDTHS;
+        let mut line = sanitize(&self.ts);
+        for (cell, min) in [
+            (name, name_width),
+            (self.action.as_str(), action_width),
+            (self.target.as_str(), target_width),
+        ] {
+            let cell = sanitize(&or_none(cell));
+            line.push(' ');
+            line.push_str(&cell);
+            line.push_str(&" ".repeat(min.saturating_sub(width(&cell))));
+        }
+        line.push(' ');
+        line.push_str(&sanitize(&self.detail));
+        let mut line = line.trim_end().to_owned();
+        line.push('\n');
+        line
+    }
+}
+
+/// The items joined with `, `, or `-` for none.
+fn list(items: &[String]) -> String {
+    or_none(&items.join(", "))
+}
+
 fn or_none(text: &str) -> String {
     if text.is_empty() {
         NONE.to_owned()
@@ -113,7 +233,9 @@ fn nft_text(ruleset: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::{ContainerView, ModeView, ProfileView, StateView};
+    use crate::view::{
+        ChangeAction, ContainerView, ModeView, ProfileView, StateView, StateWord, TargetChangeView,
+    };
 
     fn container(id: &str, name: &str, profiles: &[&str]) -> ContainerView {
         ContainerView {
@@ -126,6 +248,10 @@ mod tests {
             attached_at: 0,
             allowed_addresses: 0,
             domains: vec![],
+            allowed: vec![],
+            denied: vec![],
+            allowed_domains: vec![],
+            denied_domains: vec![],
         }
     }
 
@@ -197,6 +323,135 @@ mod tests {
              containers  2 running, 1 stopped\n\
              socket      /run/user/1000/shield/shieldd.sock\n\
              uid         1000\n"
+        );
+    }
+
+    fn change(target: &str, kind: &str, changed: bool, resolved: &[&str]) -> TargetChangeView {
+        TargetChangeView {
+            target: target.to_owned(),
+            kind: kind.to_owned(),
+            changed,
+            resolved: resolved.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn allow_lines_one_per_target() {
+        let view = ChangeView {
+            action: ChangeAction::Allow,
+            container: None,
+            changes: vec![
+                change("192.0.2.7", "address", true, &[]),
+                change("10.0.0.0/8", "network", false, &[]),
+                change(
+                    "example.com",
+                    "domain",
+                    true,
+                    &["93.184.216.34", "2606:2800:220:1::"],
+                ),
+            ],
+            apply_micros: 80,
+        };
+        assert_eq!(
+            view.human(),
+            "allowed 192.0.2.7 (address)\n\
+             already allowed 10.0.0.0/8 (network)\n\
+             allowed example.com (domain) → 93.184.216.34, 2606:2800:220:1::\n"
+        );
+    }
+
+    #[test]
+    fn deny_lines_and_hostile_text() {
+        let view = ChangeView {
+            action: ChangeAction::Deny,
+            container: None,
+            changes: vec![
+                change("2001:db8::1", "address", true, &[]),
+                change("evil.example\n", "domain", false, &[]),
+            ],
+            apply_micros: 0,
+        };
+        assert_eq!(
+            view.human(),
+            "denied 2001:db8::1 (address)\nalready denied evil.example  (domain)\n"
+        );
+    }
+
+    #[test]
+    fn mode_change_lines() {
+        let mut view = ModeChangeView {
+            container: None,
+            previous: ModeView::Up,
+            mode: ModeView::Block,
+            label: "web".to_owned(),
+        };
+        assert_eq!(view.human(), "web: up → block\n");
+        view.previous = ModeView::DownAll;
+        view.mode = ModeView::Up;
+        assert_eq!(view.human(), "web: down-all → up\n");
+        view.previous = ModeView::Up;
+        assert_eq!(view.human(), "web: already up\n");
+    }
+
+    #[test]
+    fn state_is_one_word() {
+        let report = StateReport {
+            container: "0123".to_owned(),
+            name: "web".to_owned(),
+            state: StateWord::DownAll,
+        };
+        assert_eq!(report.human(), "down_all\n");
+    }
+
+    fn event(name: &str, action: &str, target: &str, detail: &str) -> LogEventView {
+        LogEventView {
+            ts: "2026-11-28T21:00:00.123456Z".to_owned(),
+            container: "0123456789abcdef0123".to_owned(),
+            name: name.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    #[test]
+    fn log_lines_are_padded_and_trimmed() {
+        assert_eq!(
+            event("web", "allow", "1.2.3.4", "by operator").human(),
+            "2026-11-28T21:00:00.123456Z web          allow   1.2.3.4            by operator\n"
+        );
+        assert_eq!(
+            event("", "attach", "", "").human(),
+            "2026-11-28T21:00:00.123456Z 0123456789ab attach  -\n"
+        );
+        assert_eq!(
+            event("a-very-long-name", "restore", "2001:db8:1234::/48", "x\ny").human(),
+            "2026-11-28T21:00:00.123456Z a-very-long-name restore 2001:db8:1234::/48 x y\n"
+        );
+    }
+
+    #[test]
+    fn show_lists_everything() {
+        let mut view = container("0123456789abcdef0123456789abcdef", "web", &["base", "dev"]);
+        view.attached_at = 1_700_000_000;
+        view.allowed_addresses = 3;
+        view.allowed = vec!["192.0.2.7".to_owned(), "10.1.0.0/16".to_owned()];
+        view.denied_domains = vec!["evil.example".to_owned()];
+        assert_eq!(
+            view.human(),
+            "id               0123456789abcdef0123456789abcdef\n\
+             name             web\n\
+             state            running\n\
+             mode             up\n\
+             profiles         base, dev\n\
+             pid              1\n\
+             attached         2023-11-14T22:13:20Z\n\
+             allow set        3 addresses\n\
+             domains          -\n\
+             allowed          192.0.2.7, 10.1.0.0/16\n\
+             denied           -\n\
+             allowed domains  -\n\
+             denied domains   evil.example\n"
         );
     }
 

@@ -98,12 +98,13 @@ pub fn pairs(pairs: &[(&str, String)]) -> String {
         .collect()
 }
 
-fn width(cell: &str) -> usize {
+/// The width of `cell` on a terminal, counted in characters.
+pub fn width(cell: &str) -> usize {
     cell.chars().count()
 }
 
 /// Daemon-provided text must not break the layout (or the terminal): no control characters.
-fn sanitize(cell: &str) -> String {
+pub fn sanitize(cell: &str) -> String {
     cell.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()

@@ -132,12 +132,29 @@ pub struct ContainerView {
     pub allowed_addresses: u32,
     /// Domains from the profiles.
     pub domains: Vec<String>,
+    /// Live-allowed IPs and CIDRs (operator changes, canonical form).
+    pub allowed: Vec<String>,
+    /// Denied IPs and CIDRs; deny wins over every allow.
+    pub denied: Vec<String>,
+    /// Live-allowed domains.
+    pub allowed_domains: Vec<String>,
+    /// Denied domains.
+    pub denied_domains: Vec<String>,
 }
 
 impl ContainerView {
     /// The id as podman shows it (12 characters).
     pub fn short_id(&self) -> &str {
         self.id.get(..12).unwrap_or(&self.id)
+    }
+
+    /// What to call the container in one-line messages: its name, else its short id.
+    pub fn label(&self) -> &str {
+        if self.name.is_empty() {
+            self.short_id()
+        } else {
+            &self.name
+        }
     }
 }
 
@@ -153,6 +170,10 @@ impl From<v1::Container> for ContainerView {
             attached_at: container.attached_at,
             allowed_addresses: container.allowed_addresses,
             domains: container.domains,
+            allowed: container.allowed,
+            denied: container.denied,
+            allowed_domains: container.allowed_domains,
+            denied_domains: container.denied_domains,
         }
     }
 }
@@ -223,6 +244,207 @@ impl From<v1::Profile> for ProfileView {
 #[serde(transparent)]
 pub struct ProfileList(pub Vec<ProfileView>);
 
+/// Which change `allow` or `deny` made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeAction {
+    /// `allow`.
+    Allow,
+    /// `deny`.
+    Deny,
+}
+
+impl ChangeAction {
+    /// The past tense used in text: `allowed`, `denied`.
+    pub fn done(self) -> &'static str {
+        match self {
+            Self::Allow => "allowed",
+            Self::Deny => "denied",
+        }
+    }
+}
+
+/// What one target of a change did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetChangeView {
+    /// The target in canonical form.
+    pub target: String,
+    /// `address`, `network` or `domain`.
+    pub kind: String,
+    /// False when the change was a no-op (already allowed / already denied).
+    pub changed: bool,
+    /// For a domain allow: the addresses it resolved to and that were let through.
+    pub resolved: Vec<String>,
+}
+
+impl From<v1::TargetChange> for TargetChangeView {
+    fn from(change: v1::TargetChange) -> Self {
+        Self {
+            target: change.target,
+            kind: change.kind,
+            changed: change.changed,
+            resolved: change.resolved,
+        }
+    }
+}
+
+/// `shieldctl allow` / `shieldctl deny`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangeView {
+    /// `allow` or `deny`.
+    pub action: ChangeAction,
+    /// The container after the change (absent if the daemon sent none).
+    pub container: Option<ContainerView>,
+    /// One entry per target, in request order.
+    pub changes: Vec<TargetChangeView>,
+    /// Time the daemon spent applying and verifying the change, in microseconds.
+    pub apply_micros: u64,
+}
+
+impl ChangeView {
+    /// The view of the daemon's answer to `action`.
+    pub fn new(action: ChangeAction, response: v1::ChangeResponse) -> Self {
+        Self {
+            action,
+            container: response.container.map(ContainerView::from),
+            changes: response
+                .changes
+                .into_iter()
+                .map(TargetChangeView::from)
+                .collect(),
+            apply_micros: response.apply_micros,
+        }
+    }
+}
+
+/// `shieldctl up` / `down` / `block`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModeChangeView {
+    /// The container after the change (absent if the daemon sent none).
+    pub container: Option<ContainerView>,
+    /// The mode before.
+    pub previous: ModeView,
+    /// The mode now.
+    pub mode: ModeView,
+    /// How the text form names the container (its name, short id, or the argument as typed).
+    #[serde(skip)]
+    pub label: String,
+}
+
+impl ModeChangeView {
+    /// The view of the daemon's answer to a request for `requested` on `typed` (the argument).
+    pub fn new(typed: &str, requested: ModeView, response: v1::SetModeResponse) -> Self {
+        let container = response.container.map(ContainerView::from);
+        let label = container
+            .as_ref()
+            .map_or_else(|| typed.to_owned(), |c| c.label().to_owned());
+        let mode = container.as_ref().map_or(requested, |c| c.mode);
+        Self {
+            container,
+            previous: response.previous.into(),
+            mode,
+            label,
+        }
+    }
+}
+
+/// The one word `shieldctl state` prints (as the issue names them: `down_all` with an underscore).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateWord {
+    /// Running, enforcing.
+    Up,
+    /// Running, bypass.
+    Down,
+    /// Running, bypass including private ranges.
+    DownAll,
+    /// Running, everything blocked.
+    Block,
+    /// Not running.
+    Stopped,
+    /// Running in a mode newer than this client.
+    Unknown,
+}
+
+impl StateWord {
+    /// The word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::DownAll => "down_all",
+            Self::Block => "block",
+            Self::Stopped => "stopped",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// `stopped` for a stopped container, else its mode.
+    pub fn of(container: &ContainerView) -> Self {
+        if container.state == StateView::Stopped {
+            return Self::Stopped;
+        }
+        match container.mode {
+            ModeView::Up => Self::Up,
+            ModeView::Down => Self::Down,
+            ModeView::DownAll => Self::DownAll,
+            ModeView::Block => Self::Block,
+            ModeView::Unknown => Self::Unknown,
+        }
+    }
+}
+
+/// `shieldctl state CONTAINER`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateReport {
+    /// Full container id.
+    pub container: String,
+    /// shield name, may be empty.
+    pub name: String,
+    /// The word.
+    pub state: StateWord,
+}
+
+impl From<&ContainerView> for StateReport {
+    fn from(container: &ContainerView) -> Self {
+        Self {
+            container: container.id.clone(),
+            name: container.name.clone(),
+            state: StateWord::of(container),
+        }
+    }
+}
+
+/// One audit event (`logs`); the keys are those of `audit.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogEventView {
+    /// UTC time, ISO-8601.
+    pub ts: String,
+    /// Container id.
+    pub container: String,
+    /// Container name.
+    pub name: String,
+    /// attach, detach, allow, deny, mode, restore, ...
+    pub action: String,
+    /// The target of the action, if any.
+    pub target: String,
+    /// Free text for people.
+    pub detail: String,
+}
+
+impl From<v1::AuditEvent> for LogEventView {
+    fn from(event: v1::AuditEvent) -> Self {
+        Self {
+            ts: event.ts,
+            container: event.container,
+            name: event.name,
+            action: event.action,
+            target: event.target,
+            detail: event.detail,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -240,6 +462,10 @@ mod tests {
             attached_at: 1_700_000_000,
             allowed_addresses: 3,
             domains: vec!["example.com".to_owned()],
+            allowed: vec!["192.0.2.7".to_owned()],
+            denied: vec!["10.0.0.0/8".to_owned()],
+            allowed_domains: vec!["example.org".to_owned()],
+            denied_domains: vec![],
         })
     }
 
@@ -277,9 +503,145 @@ mod tests {
                 "attached_at": 1_700_000_000,
                 "allowed_addresses": 3,
                 "domains": ["example.com"],
+                "allowed": ["192.0.2.7"],
+                "denied": ["10.0.0.0/8"],
+                "allowed_domains": ["example.org"],
+                "denied_domains": [],
             }])
         );
         assert_eq!(container().short_id(), "0123456789ab");
+        assert_eq!(container().label(), "web");
+        let mut nameless = container();
+        nameless.name.clear();
+        assert_eq!(nameless.label(), "0123456789ab");
+    }
+
+    #[test]
+    fn change_json_shape() {
+        let view = ChangeView::new(
+            ChangeAction::Allow,
+            v1::ChangeResponse {
+                container: None,
+                changes: vec![
+                    v1::TargetChange {
+                        target: "192.0.2.7".to_owned(),
+                        kind: "address".to_owned(),
+                        changed: true,
+                        resolved: vec![],
+                    },
+                    v1::TargetChange {
+                        target: "example.com".to_owned(),
+                        kind: "domain".to_owned(),
+                        changed: false,
+                        resolved: vec!["93.184.216.34".to_owned()],
+                    },
+                ],
+                apply_micros: 120,
+            },
+        );
+        assert_eq!(
+            serde_json::to_value(view).unwrap(),
+            json!({
+                "action": "allow",
+                "container": null,
+                "changes": [
+                    {"target": "192.0.2.7", "kind": "address", "changed": true, "resolved": []},
+                    {"target": "example.com", "kind": "domain", "changed": false,
+                     "resolved": ["93.184.216.34"]},
+                ],
+                "apply_micros": 120,
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(ChangeAction::Deny).unwrap(),
+            json!("deny")
+        );
+    }
+
+    #[test]
+    fn mode_change_json_shape_and_label() {
+        let mut after = v1::Container {
+            id: "0123456789abcdef0123".to_owned(),
+            mode: v1::Mode::Block.into(),
+            ..Default::default()
+        };
+        let view = ModeChangeView::new(
+            "0123",
+            ModeView::Block,
+            v1::SetModeResponse {
+                container: Some(after.clone()),
+                previous: v1::Mode::DownAll.into(),
+            },
+        );
+        assert_eq!(view.label, "0123456789ab");
+        let value = serde_json::to_value(&view).unwrap();
+        assert_eq!(value["previous"], "down-all");
+        assert_eq!(value["mode"], "block");
+        assert_eq!(value["container"]["id"], "0123456789abcdef0123");
+        assert!(value.get("label").is_none());
+
+        after.name = "web".to_owned();
+        let view = ModeChangeView::new(
+            "0123",
+            ModeView::Block,
+            v1::SetModeResponse {
+                container: Some(after),
+                previous: v1::Mode::Up.into(),
+            },
+        );
+        assert_eq!(view.label, "web");
+        let view = ModeChangeView::new("typed", ModeView::Down, v1::SetModeResponse::default());
+        assert_eq!(view.label, "typed");
+        assert_eq!(view.mode, ModeView::Down);
+        assert_eq!(view.previous, ModeView::Unknown);
+    }
+
+    #[test]
+    fn state_words() {
+        let mut container = container();
+        assert_eq!(StateWord::of(&container), StateWord::DownAll);
+        assert_eq!(StateWord::DownAll.as_str(), "down_all");
+        for (mode, word) in [
+            (ModeView::Up, "up"),
+            (ModeView::Down, "down"),
+            (ModeView::DownAll, "down_all"),
+            (ModeView::Block, "block"),
+            (ModeView::Unknown, "unknown"),
+        ] {
+            container.mode = mode;
+            let state = StateWord::of(&container);
+            assert_eq!(state.as_str(), word);
+            assert_eq!(serde_json::to_value(state).unwrap(), json!(word));
+        }
+        container.state = StateView::Stopped;
+        assert_eq!(StateWord::of(&container), StateWord::Stopped);
+        assert_eq!(
+            serde_json::to_value(StateReport::from(&container)).unwrap(),
+            json!({"container": "0123456789abcdef0123", "name": "web", "state": "stopped"})
+        );
+    }
+
+    #[test]
+    fn log_event_json_has_the_audit_keys() {
+        let view = LogEventView::from(v1::AuditEvent {
+            ts: "2026-11-28T21:00:00.123456Z".to_owned(),
+            container: "0123".to_owned(),
+            name: "web".to_owned(),
+            action: "allow".to_owned(),
+            target: "1.2.3.4".to_owned(),
+            detail: "by operator".to_owned(),
+        });
+        assert_eq!(
+            serde_json::to_value(view).unwrap(),
+            json!({
+                "ts": "2026-11-28T21:00:00.123456Z",
+                "container": "0123",
+                "name": "web",
+                "action": "allow",
+                "target": "1.2.3.4",
+                "detail": "by operator",
+            })
+        );
     }
 
     #[test]

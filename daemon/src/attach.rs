@@ -1,4 +1,5 @@
-//! The attach path: namespace sockets from the helper, then one verified apply.
+//! Kernel-side operations on one container: the attach path (namespace sockets from a helper,
+//! then one verified apply), re-attach after a daemon restart, and verified live changes.
 //!
 //! Blocking code: the service runs it on tokio's blocking pool. No thread here changes
 //! namespace; the helper process does that (see [`crate::netns`]).
@@ -8,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::netns::{ContainerNamespace, ContainerSockets, HelperPool, NetnsError, SocketRequest};
 use crate::nft::{self, NftError};
-use crate::ruleset::{self, Mode, Table, invariants::Violation};
+use crate::process::{self, ProcessIdentity};
+use crate::ruleset::diff::ElementChanges;
+use crate::ruleset::{self, Mode, SetKind, Table, invariants::Violation};
 
 /// The sockets the daemon holds for one running container. Dropping it closes them, which
 /// releases the container's network namespace.
@@ -39,6 +42,12 @@ pub enum AttachError {
     /// Verification found the kernel's table different from the one applied.
     #[error("verification failed: {0}")]
     Verify(#[from] VerifyError),
+    /// The container's process is gone, or is no longer the process that was attached.
+    #[error("process {pid} is gone (did the container exit?)")]
+    ProcessGone {
+        /// The pid that was looked for.
+        pid: u32,
+    },
 }
 
 /// What verification found wrong with the table the kernel holds.
@@ -71,14 +80,17 @@ fn join(violations: &[Violation]) -> String {
 }
 
 /// Enters the namespace of process `pid` (through a helper), applies `table` and verifies it.
+/// Returns the attachment and the identity of the process (for re-attach after a restart).
 pub fn attach(
     helpers: &HelperPool,
     pid: u32,
     table: &Table,
     mode: Mode,
-) -> Result<Attachment, AttachError> {
+) -> Result<(Attachment, ProcessIdentity), AttachError> {
     let started = Instant::now();
     let namespace = ContainerNamespace::open(pid)?;
+    // Read after the namespace is pinned: the runtime keeps the pid alive while the hook runs.
+    let identity = process::identity(pid).map_err(|_| AttachError::ProcessGone { pid })?;
     let sockets = helpers.create_sockets(&namespace, &SocketRequest::nftables_only())?;
     let helper_done = Instant::now();
     let attachment = Attachment { sockets };
@@ -89,7 +101,107 @@ pub fn attach(
         apply_verify_micros = micros(helper_done.elapsed()),
         "attach stages"
     );
-    Ok(attachment)
+    Ok((attachment, identity))
+}
+
+/// How a re-attach after a daemon restart found the container's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reattached {
+    /// The kernel held exactly the expected table; it was kept, learnt addresses included.
+    Adopted,
+    /// The kernel's table differed (or was missing); the expected table was applied.
+    Reapplied,
+}
+
+/// Re-attaches a container that kept running while the daemon was down: checks it is still the
+/// same process (pid reuse), takes new sockets, and keeps the kernel's table if it is exactly the
+/// expected one, or replaces it. Returns the kernel's table as it stands afterwards.
+pub fn reattach(
+    helpers: &HelperPool,
+    identity: ProcessIdentity,
+    expected: &Table,
+    mode: Mode,
+) -> Result<(Attachment, Table, Reattached), AttachError> {
+    let pid = identity.pid;
+    let namespace = ContainerNamespace::open(pid)?;
+    // Checked after the namespace fd is pinned: a reused pid cannot hand us another namespace.
+    if !process::is_same_process(&identity) {
+        return Err(AttachError::ProcessGone { pid });
+    }
+    let sockets = helpers.create_sockets(&namespace, &SocketRequest::nftables_only())?;
+    let attachment = Attachment { sockets };
+    if let Some(kernel) = read_back(&attachment)?
+        && verify_except_dns(expected, &kernel, mode).is_ok()
+    {
+        return Ok((attachment, kernel, Reattached::Adopted));
+    }
+    apply_verified(&attachment, expected, mode)?;
+    Ok((attachment, expected.clone(), Reattached::Reapplied))
+}
+
+/// Applies element changes as one batch, then reads the table back and checks that it is
+/// `expected` (dns sets aside: their elements carry run-time timeouts) and that every dns
+/// element added is there and every one removed is gone.
+pub fn apply_changes_verified(
+    attachment: &Attachment,
+    changes: &ElementChanges,
+    expected: &Table,
+    mode: Mode,
+) -> Result<(), AttachError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    nft::apply_element_changes(attachment.nftables(), &changes.adds, &changes.removes)
+        .map_err(AttachError::Apply)?;
+    let kernel = read_back(attachment)?.ok_or(VerifyError::Missing)?;
+    verify_except_dns(expected, &kernel, mode)?;
+    for (set, present) in changes
+        .adds
+        .iter()
+        .map(|set| (set, true))
+        .chain(changes.removes.iter().map(|set| (set, false)))
+        .filter(|(set, _)| set.kind == SetKind::Timeout)
+    {
+        let held = kernel.set(&set.name).map(|held| &held.elements);
+        for element in &set.elements {
+            let found = held
+                .is_some_and(|elements| elements.iter().any(|held| held.range == element.range));
+            if found != present {
+                return Err(VerifyError::Mismatch {
+                    expected: format!(
+                        "{} {} in set {}",
+                        if present { "element" } else { "no element" },
+                        element.range.start,
+                        set.name
+                    ),
+                    found: if found { "present" } else { "absent" }.to_owned(),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Like [`verify`], with the elements of the timeout (dns) sets left out of the comparison.
+pub fn verify_except_dns(built: &Table, kernel: &Table, mode: Mode) -> Result<(), VerifyError> {
+    verify(
+        &without_dns_elements(built),
+        &without_dns_elements(kernel),
+        mode,
+    )?;
+    // The invariants hold on the real kernel table too, dns elements included.
+    ruleset::invariants::check(kernel, mode).map_err(VerifyError::Invariants)
+}
+
+fn without_dns_elements(table: &Table) -> Table {
+    let mut table = table.clone();
+    for set in &mut table.sets {
+        if set.kind == SetKind::Timeout {
+            set.elements.clear();
+        }
+    }
+    table
 }
 
 fn micros(elapsed: Duration) -> u64 {

@@ -3,7 +3,9 @@
 //! Every key is optional. Unknown keys and wrong types are errors that name the key, so a typo
 //! never silently weakens the firewall.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -15,6 +17,8 @@ pub struct Config {
     pub default_profiles: Vec<String>,
     /// Also accept connections from uid 0 on the daemon's socket (off: only the daemon's uid).
     pub allow_root: bool,
+    /// The `[dns]` section: where the daemon resolves names, and how long learnt addresses live.
+    pub dns: DnsConfig,
 }
 
 impl Default for Config {
@@ -22,7 +26,94 @@ impl Default for Config {
         Self {
             default_profiles: vec!["dev-standard".to_owned()],
             allow_root: false,
+            dns: DnsConfig::default(),
         }
+    }
+}
+
+/// The `[dns]` section.
+///
+/// ```toml
+/// [dns]
+/// upstream = ["127.0.0.1:5353"]   # default: the nameservers of /etc/resolv.conf
+/// min_ttl = "30s"
+/// max_ttl = "1h"
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Resolvers the daemon queries (UDP and TCP), from its own network namespace. `None`: the
+    /// nameservers of the host's `/etc/resolv.conf`. Ports are explicit because resolv.conf
+    /// cannot carry them, and a local resolver on a high port is a common test and lab setup.
+    pub upstream: Option<Vec<SocketAddr>>,
+    /// Shortest life of a learnt address in the dns sets: a TTL of 0 or 1 would otherwise expire
+    /// the element before the client has connected.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub min_ttl: Duration,
+    /// Longest life of a learnt address: bounds how long a stale address stays reachable after
+    /// the name has moved away from it.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_ttl: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            upstream: None,
+            min_ttl: Duration::from_secs(30),
+            max_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl DnsConfig {
+    /// Checks what serde cannot: `min_ttl <= max_ttl`, a non-empty `upstream` list, and a TTL
+    /// range that the kernel's set-element timeouts can hold.
+    fn validate(&self) -> Result<(), String> {
+        if self.min_ttl > self.max_ttl {
+            return Err(format!(
+                "dns.min_ttl ({}) is greater than dns.max_ttl ({})",
+                humantime::format_duration(self.min_ttl),
+                humantime::format_duration(self.max_ttl)
+            ));
+        }
+        // A zero timeout on an nft set element means "never expires": a learnt address must expire.
+        if self.min_ttl < Duration::from_secs(1) {
+            return Err("dns.min_ttl must be at least 1s".to_owned());
+        }
+        // nf_tables carries element timeouts in milliseconds in a u64, but keep to a range an
+        // operator can mean: a learnt address living beyond a week is a configuration mistake.
+        if self.max_ttl > MAX_DNS_TTL {
+            return Err(format!(
+                "dns.max_ttl ({}) is longer than {}",
+                humantime::format_duration(self.max_ttl),
+                humantime::format_duration(MAX_DNS_TTL)
+            ));
+        }
+        if self.upstream.as_ref().is_some_and(Vec::is_empty) {
+            return Err(
+                "dns.upstream is empty: list at least one IP:PORT, or leave the key out to use /etc/resolv.conf"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The longest `dns.max_ttl` accepted.
+const MAX_DNS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Durations written as humantime strings (`"30s"`, `"1h"`, `"1h 30m"`).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    /// Parses a humantime string; the error, wrapped by toml, names the key and the line.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(de)?;
+        humantime::parse_duration(&text)
+            .map_err(|err| D::Error::custom(format!("invalid duration {text:?}: {err}")))
     }
 }
 
@@ -54,6 +145,14 @@ pub enum ConfigError {
         /// The variable that would give it.
         var: &'static str,
     },
+    /// A value is well-formed but not acceptable (e.g. `dns.min_ttl` above `dns.max_ttl`).
+    #[error("invalid configuration in {}: {message}", .path.display())]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
     /// A default profile name is not valid.
     #[error("invalid configuration in {}: default_profiles: {source}", .path.display())]
     ProfileName {
@@ -78,6 +177,13 @@ impl Config {
                 source,
             })?;
         }
+        config
+            .dns
+            .validate()
+            .map_err(|message| ConfigError::Value {
+                path: path.to_owned(),
+                message,
+            })?;
         Ok(config)
     }
 
@@ -182,6 +288,95 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("default_profiles"), "{err}");
+    }
+
+    #[test]
+    fn dns_defaults() {
+        let dns = parse("").unwrap().dns;
+        assert_eq!(dns.upstream, None);
+        assert_eq!(dns.min_ttl, Duration::from_secs(30));
+        assert_eq!(dns.max_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn dns_keys_are_read() {
+        let dns = parse(
+            "[dns]\nupstream = [\"127.0.0.1:5353\", \"[::1]:53\"]\nmin_ttl = \"5s\"\nmax_ttl = \"1h 30m\"\n",
+        )
+        .unwrap()
+        .dns;
+        assert_eq!(
+            dns.upstream.unwrap(),
+            [
+                "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(dns.min_ttl, Duration::from_secs(5));
+        assert_eq!(dns.max_ttl, Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn dns_partial_section_keeps_other_defaults() {
+        let dns = parse("[dns]\nmax_ttl = \"10m\"\n").unwrap().dns;
+        assert_eq!(dns.min_ttl, Duration::from_secs(30));
+        assert_eq!(dns.max_ttl, Duration::from_secs(600));
+        assert_eq!(dns.upstream, None);
+    }
+
+    #[test]
+    fn dns_upstream_without_port_is_named() {
+        let err = parse("[dns]\nupstream = [\"127.0.0.1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream"), "{err}");
+    }
+
+    #[test]
+    fn dns_empty_upstream_is_refused() {
+        let err = parse("[dns]\nupstream = []\n").unwrap_err().to_string();
+        assert!(err.contains("dns.upstream"), "{err}");
+    }
+
+    #[test]
+    fn dns_bad_duration_is_named() {
+        let err = parse("[dns]\nmin_ttl = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("min_ttl") && err.contains("soon"), "{err}");
+        let err = parse("[dns]\nmax_ttl = 60\n").unwrap_err().to_string();
+        assert!(err.contains("max_ttl"), "{err}");
+    }
+
+    #[test]
+    fn dns_min_above_max_is_refused() {
+        let err = parse("[dns]\nmin_ttl = \"2h\"\nmax_ttl = \"1h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dns.min_ttl")
+                && err.contains("dns.max_ttl")
+                && err.contains("/c/config.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dns_zero_min_and_huge_max_are_refused() {
+        let err = parse("[dns]\nmin_ttl = \"0s\"\n").unwrap_err().to_string();
+        assert!(err.contains("dns.min_ttl"), "{err}");
+        let err = parse("[dns]\nmax_ttl = \"30days\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dns.max_ttl"), "{err}");
+    }
+
+    #[test]
+    fn dns_unknown_key_is_named() {
+        let err = parse("[dns]\nupstreams = [\"127.0.0.1:53\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstreams"), "{err}");
     }
 
     #[test]

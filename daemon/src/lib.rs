@@ -8,15 +8,21 @@
 //! ([`nft`]), and verified before a container may start ([`attach`]).
 
 pub mod attach;
+pub mod audit;
 pub mod config;
+pub mod containers;
+pub mod intent;
+pub mod learnt;
 pub mod netns;
 pub mod nft;
 pub mod oci;
+pub mod process;
 pub mod profiles;
-pub mod registry;
+pub mod resolve;
 pub mod ruleset;
 pub mod server;
 pub mod service;
+pub mod store;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -47,12 +53,18 @@ pub async fn run(
         allow_root: options.config.allow_root,
     };
     let profiles = profiles::ProfileStore::new(options.dirs.profiles());
-    let service = service::ShieldService::new(
+    let store = store::Store::open(&options.dirs.state).map_err(server::ServerError::State)?;
+    let helpers = std::sync::Arc::new(netns::HelperPool::new(options.helper));
+    let containers = std::sync::Arc::new(containers::Containers::new(
         options.config,
         profiles,
-        options.helper,
-        options.socket.clone(),
-    );
+        store,
+        helpers,
+    ));
+    // Containers that kept running while the daemon was down are re-attached and verified
+    // before the first request is served.
+    containers.restore().await;
+    let service = service::ShieldService::new(containers, options.socket.clone());
     service.replenish_helpers();
     let served = server::serve(service, listener, peers, shutdown).await;
     if let Err(err) = std::fs::remove_file(&options.socket) {

@@ -51,6 +51,9 @@ pub enum ServerError {
     /// The embedded API descriptor is unusable (a build defect).
     #[error("cannot serve gRPC reflection")]
     Reflection(#[source] tonic_reflection::server::Error),
+    /// The state directory cannot be opened.
+    #[error("cannot open the state directory")]
+    State(#[source] crate::store::StoreError),
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),

@@ -1,29 +1,31 @@
-//! The shield v1 gRPC service: requests in, registry and attach path, answers out.
+//! The shield v1 gRPC service: requests in, the container manager, answers out.
 //!
 //! Every error leaves through [`ServiceError`] and its one mapping to a gRPC status.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use shield_proto::v1 as pb;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::attach::{self, AttachError, Attachment};
-use crate::config::Config;
-use crate::netns::{HelperCommand, HelperPool};
+use crate::audit::AuditEvent;
+use crate::containers::{
+    Change, ContainerError, Containers, LookupError, Snapshot, TargetOutcome, error_chain,
+};
+use crate::intent::{TargetError, parse_targets};
 use crate::oci::{self, OciError};
-use crate::profiles::{ProfileError, ProfileStore, Source};
-use crate::registry::{LookupError, Record, Registry, Running};
+use crate::profiles::{ProfileError, Source};
 use crate::ruleset::{self, Mode, Policy};
 
-/// Everything the service needs, shared by all requests.
+/// Most past audit events one `Logs` call sends.
+pub const MAX_LOG_EVENTS: u32 = 10_000;
+
+/// The gRPC service over the container manager.
 #[derive(Debug)]
 pub struct ShieldService {
-    config: Config,
-    profiles: ProfileStore,
-    helpers: Arc<HelperPool>,
-    registry: Registry,
+    containers: Arc<Containers>,
     started: Instant,
     socket: PathBuf,
 }
@@ -37,72 +39,60 @@ pub enum ServiceError {
     /// The OCI state is not acceptable.
     #[error(transparent)]
     Oci(#[from] OciError),
+    /// The targets of a change are not acceptable.
+    #[error(transparent)]
+    Targets(#[from] TargetError),
     /// A profile is unknown or invalid.
     #[error(transparent)]
     Profile(#[from] ProfileError),
-    /// A container reference does not resolve.
+    /// The container operation failed.
     #[error(transparent)]
-    Lookup(#[from] LookupError),
-    /// The container could not be attached or verified.
-    #[error("container {id}: {source}")]
-    Attach {
-        /// The container.
-        id: String,
-        /// What failed.
-        #[source]
-        source: AttachError,
-    },
-    /// A blocking task died (a bug: it panicked).
-    #[error("internal error: {0}")]
-    Internal(String),
+    Container(#[from] ContainerError),
+    /// The audit trail cannot be read.
+    #[error("cannot read the audit trail")]
+    Audit(#[source] crate::audit::AuditError),
+}
+
+impl From<LookupError> for ServiceError {
+    fn from(err: LookupError) -> Self {
+        Self::Container(err.into())
+    }
 }
 
 impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Self {
         let message = error_chain(&err);
         match err {
-            ServiceError::BadRequest(_) | ServiceError::Oci(_) => Status::invalid_argument(message),
-            ServiceError::Profile(ProfileError::Unknown { .. }) => Status::not_found(message),
-            ServiceError::Profile(_) => Status::failed_precondition(message),
-            ServiceError::Lookup(LookupError::NotFound(_)) => Status::not_found(message),
-            ServiceError::Lookup(LookupError::Ambiguous { .. }) => {
+            ServiceError::BadRequest(_) | ServiceError::Oci(_) | ServiceError::Targets(_) => {
                 Status::invalid_argument(message)
             }
-            ServiceError::Attach { .. } => Status::failed_precondition(message),
-            ServiceError::Internal(_) => Status::internal(message),
+            ServiceError::Profile(ProfileError::Unknown { .. })
+            | ServiceError::Container(ContainerError::Profile(ProfileError::Unknown { .. })) => {
+                Status::not_found(message)
+            }
+            ServiceError::Profile(_) | ServiceError::Container(ContainerError::Profile(_)) => {
+                Status::failed_precondition(message)
+            }
+            ServiceError::Container(ContainerError::Lookup(LookupError::NotFound(_))) => {
+                Status::not_found(message)
+            }
+            ServiceError::Container(ContainerError::Lookup(LookupError::Ambiguous { .. })) => {
+                Status::invalid_argument(message)
+            }
+            ServiceError::Container(
+                ContainerError::Kernel { .. } | ContainerError::StoredDomain { .. },
+            ) => Status::failed_precondition(message),
+            ServiceError::Container(ContainerError::Store { .. } | ContainerError::Internal(_))
+            | ServiceError::Audit(_) => Status::internal(message),
         }
     }
-}
-
-/// `err` and its sources, joined with ": ", as a person reads them.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // Transparent wrappers repeat their source's text; print each cause once.
-        if !message.ends_with(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 impl ShieldService {
-    /// A service with no containers yet.
-    pub fn new(
-        config: Config,
-        profiles: ProfileStore,
-        helper: HelperCommand,
-        socket: PathBuf,
-    ) -> Self {
+    /// A service over `containers`.
+    pub fn new(containers: Arc<Containers>, socket: PathBuf) -> Self {
         Self {
-            config,
-            profiles,
-            helpers: Arc::new(HelperPool::new(helper)),
-            registry: Registry::default(),
+            containers,
             started: Instant::now(),
             socket,
         }
@@ -110,27 +100,12 @@ impl ShieldService {
 
     /// Starts the next attach's helper in the background, off every request path.
     pub fn replenish_helpers(&self) {
-        let helpers = Arc::clone(&self.helpers);
+        let helpers = Arc::clone(self.containers.helpers());
         tokio::task::spawn_blocking(move || {
             if let Err(err) = helpers.replenish() {
                 tracing::warn!(error = %error_chain(&err), "cannot start an idle namespace helper");
             }
         });
-    }
-
-    /// Policy for the given profiles (mode `mode`), plus the domains they name.
-    fn policy_for(
-        &self,
-        profiles: &[String],
-        mode: Mode,
-    ) -> Result<(Policy, Vec<crate::profiles::DomainPattern>), ServiceError> {
-        let entries = self.profiles.compose(profiles)?;
-        let policy = Policy {
-            allow: entries.nets,
-            deny: Vec::new(),
-            mode,
-        };
-        Ok((policy, entries.domains))
     }
 
     async fn container_created(&self, state: pb::OciState) -> Result<pb::Container, ServiceError> {
@@ -140,81 +115,56 @@ impl ShieldService {
             return Err(OciError::MissingPid.into());
         }
         let name = oci::container_name(&state.id, &state.annotations)?;
-        let profiles = oci::container_profiles(&state.annotations, &self.config.default_profiles)?;
-        let (policy, domains) = self.policy_for(&profiles, Mode::Up)?;
-        let table = ruleset::build(&policy);
-
-        let helpers = Arc::clone(&self.helpers);
-        let pid = state.pid;
-        let mode = policy.mode;
-        let attachment =
-            tokio::task::spawn_blocking(move || attach::attach(&helpers, pid, &table, mode))
-                .await
-                .map_err(|err| ServiceError::Internal(err.to_string()))?
-                .map_err(|source| ServiceError::Attach {
-                    id: state.id.clone(),
-                    source,
-                })?;
-
-        let record = Record {
-            id: state.id.clone(),
-            name,
-            profiles,
-            domains,
-            policy,
-            running: Some(Running {
-                pid,
-                attached_at: SystemTime::now(),
-                attachment: Arc::new(Mutex::new(attachment)),
-            }),
-        };
+        let profiles = oci::container_profiles(
+            &state.annotations,
+            &self.containers.config().default_profiles,
+        )?;
+        let snapshot = self
+            .containers
+            .attach(&state.id, &name, profiles, state.pid)
+            .await?;
+        self.replenish_helpers();
         tracing::info!(
-            container = %record.id,
-            name = %record.name,
-            pid,
-            profiles = %record.profiles.join(":"),
+            container = %state.id,
+            name = %name,
+            pid = state.pid,
+            profiles = %snapshot.state.profiles.join(":"),
+            mode = crate::containers::mode_name(snapshot.state.mode),
             micros = started.elapsed().as_micros(),
             "container attached, ruleset verified"
         );
-        let container = to_proto(&record);
-        self.registry.insert(record);
-        self.replenish_helpers();
-        Ok(container)
+        Ok(to_proto(&snapshot))
     }
 
-    fn container_stopped(&self, state: &pb::OciState) -> Result<bool, ServiceError> {
-        oci::validate_id(&state.id)?;
-        let Some(running) = self.registry.stop(&state.id) else {
-            tracing::info!(container = %state.id, "poststop for a container shield never attached");
-            return Ok(false);
-        };
-        // Closing a netlink socket can wait for an RCU grace period in the kernel (milliseconds):
-        // release the sockets that pin the container's netns off the request path.
-        tokio::task::spawn_blocking(move || drop(running));
-        tracing::info!(container = %state.id, "container stopped, sockets released");
-        Ok(true)
-    }
-
-    async fn read_ruleset(&self, record: &Record) -> Result<String, ServiceError> {
-        let Some(running) = &record.running else {
-            return Ok(String::new());
-        };
-        let attachment: Arc<Mutex<Attachment>> = Arc::clone(&running.attachment);
-        let table = tokio::task::spawn_blocking(move || {
-            let attachment = attachment
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            attach::read_back(&attachment)
+    async fn change(
+        &self,
+        request: pb::ChangeRequest,
+        change: Change,
+    ) -> Result<pb::ChangeResponse, ServiceError> {
+        let started = Instant::now();
+        let targets = parse_targets(&request.targets)?;
+        let (snapshot, outcomes) = self
+            .containers
+            .change(&request.container, targets, change)
+            .await?;
+        Ok(pb::ChangeResponse {
+            container: Some(to_proto(&snapshot)),
+            changes: outcomes.iter().map(change_to_proto).collect(),
+            apply_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         })
-        .await
-        .map_err(|err| ServiceError::Internal(err.to_string()))?
-        .map_err(|source| ServiceError::Attach {
-            id: record.id.clone(),
-            source,
-        })?;
-        Ok(table
-            .map(|table| ruleset::render(&table))
-            .unwrap_or_default())
+    }
+}
+
+fn change_to_proto(outcome: &TargetOutcome) -> pb::TargetChange {
+    pb::TargetChange {
+        target: outcome.target.to_string(),
+        kind: outcome.target.kind().to_owned(),
+        changed: outcome.changed,
+        resolved: outcome
+            .resolved
+            .iter()
+            .map(|learnt| learnt.addr.to_string())
+            .collect(),
     }
 }
 
@@ -227,12 +177,15 @@ fn mode_to_proto(mode: Mode) -> pb::Mode {
     }
 }
 
-fn mode_from_proto(mode: i32) -> Result<Mode, ServiceError> {
+fn mode_from_proto(mode: i32, unspecified: Option<Mode>) -> Result<Mode, ServiceError> {
     match pb::Mode::try_from(mode) {
-        Ok(pb::Mode::Unspecified | pb::Mode::Up) => Ok(Mode::Up),
+        Ok(pb::Mode::Up) => Ok(Mode::Up),
         Ok(pb::Mode::Down) => Ok(Mode::Down),
         Ok(pb::Mode::DownAll) => Ok(Mode::DownAll),
         Ok(pb::Mode::Block) => Ok(Mode::Block),
+        Ok(pb::Mode::Unspecified) => unspecified.ok_or_else(|| {
+            ServiceError::BadRequest("a mode is required (up, down, down_all, block)".into())
+        }),
         Err(_) => Err(ServiceError::BadRequest(format!("unknown mode {mode}"))),
     }
 }
@@ -247,25 +200,49 @@ fn saturating_u32(count: usize) -> u32 {
     u32::try_from(count).unwrap_or(u32::MAX)
 }
 
-fn to_proto(record: &Record) -> pb::Container {
-    let (state, pid, attached_at) = match &record.running {
-        Some(running) => (
-            pb::ContainerState::Running,
-            running.pid,
-            unix_seconds(running.attached_at),
-        ),
+fn strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+/// Networks in canonical text; a single address without its `/32` or `/128`.
+fn nets(items: &[ipnet::IpNet]) -> Vec<String> {
+    items
+        .iter()
+        .map(|net| crate::intent::Target::Net(*net).to_string())
+        .collect()
+}
+
+fn to_proto(snapshot: &Snapshot) -> pb::Container {
+    let state = &snapshot.state;
+    let (container_state, pid, attached_at) = match snapshot.running {
+        Some((pid, attached_at)) => (pb::ContainerState::Running, pid, unix_seconds(attached_at)),
         None => (pb::ContainerState::Stopped, 0, 0),
     };
     pb::Container {
-        id: record.id.clone(),
-        name: record.name.clone(),
-        state: state.into(),
-        profiles: record.profiles.clone(),
-        mode: mode_to_proto(record.policy.mode).into(),
+        id: state.id.clone(),
+        name: state.name.clone(),
+        state: container_state.into(),
+        profiles: state.profiles.clone(),
+        mode: mode_to_proto(state.mode).into(),
         pid,
         attached_at,
-        allowed_addresses: saturating_u32(record.policy.allow.len()),
-        domains: record.domains.iter().map(ToString::to_string).collect(),
+        allowed_addresses: saturating_u32(snapshot.allowed_addresses),
+        domains: strings(&snapshot.domains),
+        allowed: nets(&state.allowed),
+        denied: nets(&state.denied),
+        allowed_domains: state.allowed_domains.clone(),
+        denied_domains: state.denied_domains.clone(),
+    }
+}
+
+fn event_to_proto(event: AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        ts: event.ts,
+        container: event.container,
+        name: event.name,
+        action: event.action,
+        target: event.target,
+        detail: event.detail,
     }
 }
 
@@ -296,7 +273,17 @@ impl pb::shield_server::Shield for ShieldService {
         request: Request<pb::ContainerStoppedRequest>,
     ) -> Result<Response<pb::ContainerStoppedResponse>, Status> {
         let state = required_state(request.into_inner().state)?;
-        let known = self.container_stopped(&state)?;
+        oci::validate_id(&state.id).map_err(ServiceError::from)?;
+        let known = self
+            .containers
+            .stopped(&state.id)
+            .await
+            .map_err(ServiceError::from)?;
+        if known {
+            tracing::info!(container = %state.id, "container stopped, sockets released");
+        } else {
+            tracing::info!(container = %state.id, "poststop for a container shield never attached");
+        }
         Ok(Response::new(pb::ContainerStoppedResponse { known }))
     }
 
@@ -304,7 +291,13 @@ impl pb::shield_server::Shield for ShieldService {
         &self,
         _request: Request<pb::ListContainersRequest>,
     ) -> Result<Response<pb::ListContainersResponse>, Status> {
-        let containers = self.registry.all().iter().map(to_proto).collect();
+        let containers = self
+            .containers
+            .snapshots()
+            .await
+            .iter()
+            .map(to_proto)
+            .collect();
         Ok(Response::new(pb::ListContainersResponse { containers }))
     }
 
@@ -313,10 +306,13 @@ impl pb::shield_server::Shield for ShieldService {
         request: Request<pb::GetContainerRequest>,
     ) -> Result<Response<pb::GetContainerResponse>, Status> {
         let query = request.into_inner().container;
-        let record = self.registry.find(&query).map_err(ServiceError::from)?;
-        let ruleset = self.read_ruleset(&record).await?;
+        let (snapshot, ruleset) = self
+            .containers
+            .ruleset(&query)
+            .await
+            .map_err(ServiceError::from)?;
         Ok(Response::new(pb::GetContainerResponse {
-            container: Some(to_proto(&record)),
+            container: Some(to_proto(&snapshot)),
             ruleset,
         }))
     }
@@ -326,13 +322,22 @@ impl pb::shield_server::Shield for ShieldService {
         request: Request<pb::PreviewRulesetRequest>,
     ) -> Result<Response<pb::PreviewRulesetResponse>, Status> {
         let request = request.into_inner();
-        let mode = mode_from_proto(request.mode)?;
+        let mode = mode_from_proto(request.mode, Some(Mode::Up))?;
         let profiles = if request.profiles.is_empty() {
-            self.config.default_profiles.clone()
+            self.containers.config().default_profiles.clone()
         } else {
             request.profiles
         };
-        let (policy, _domains) = self.policy_for(&profiles, mode)?;
+        let entries = self
+            .containers
+            .profiles()
+            .compose(&profiles)
+            .map_err(ServiceError::from)?;
+        let policy = Policy {
+            allow: entries.nets,
+            deny: Vec::new(),
+            mode,
+        };
         Ok(Response::new(pb::PreviewRulesetResponse {
             ruleset: ruleset::render(&ruleset::build(&policy)),
             profiles,
@@ -344,7 +349,8 @@ impl pb::shield_server::Shield for ShieldService {
         _request: Request<pb::ListProfilesRequest>,
     ) -> Result<Response<pb::ListProfilesResponse>, Status> {
         let profiles = self
-            .profiles
+            .containers
+            .profiles()
             .list()
             .map_err(ServiceError::from)?
             .into_iter()
@@ -369,14 +375,111 @@ impl pb::shield_server::Shield for ShieldService {
         &self,
         _request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
-        let (running, stopped) = self.registry.counts();
+        let snapshots = self.containers.snapshots().await;
+        let running = snapshots.iter().filter(|s| s.running.is_some()).count();
         Ok(Response::new(pb::GetStatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_seconds: self.started.elapsed().as_secs(),
             containers_running: saturating_u32(running),
-            containers_stopped: saturating_u32(stopped),
+            containers_stopped: saturating_u32(snapshots.len() - running),
             socket: self.socket.display().to_string(),
             uid: nix::unistd::geteuid().as_raw(),
         }))
+    }
+
+    async fn allow(
+        &self,
+        request: Request<pb::ChangeRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        Ok(Response::new(
+            self.change(request.into_inner(), Change::Allow).await?,
+        ))
+    }
+
+    async fn deny(
+        &self,
+        request: Request<pb::ChangeRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        Ok(Response::new(
+            self.change(request.into_inner(), Change::Deny).await?,
+        ))
+    }
+
+    async fn set_mode(
+        &self,
+        request: Request<pb::SetModeRequest>,
+    ) -> Result<Response<pb::SetModeResponse>, Status> {
+        let request = request.into_inner();
+        let mode = mode_from_proto(request.mode, None)?;
+        let (snapshot, previous) = self
+            .containers
+            .set_mode(&request.container, mode)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::SetModeResponse {
+            container: Some(to_proto(&snapshot)),
+            previous: mode_to_proto(previous).into(),
+        }))
+    }
+
+    type LogsStream = ReceiverStream<Result<pb::AuditEvent, Status>>;
+
+    async fn logs(
+        &self,
+        request: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let request = request.into_inner();
+        let filter = if request.container.is_empty() {
+            None
+        } else {
+            Some(
+                self.containers
+                    .find(&request.container)
+                    .map_err(ServiceError::from)?
+                    .0,
+            )
+        };
+        let last = usize::try_from(request.last.min(MAX_LOG_EVENTS)).unwrap_or(usize::MAX);
+        // Subscribe before reading the files, so that no event falls between the two.
+        let mut live = request.follow.then(|| self.containers.audit().subscribe());
+        let past = self
+            .containers
+            .audit()
+            .last(filter.as_deref(), last)
+            .map_err(ServiceError::Audit)?;
+        let newest = past
+            .last()
+            .map(|event| event.ts.clone())
+            .unwrap_or_default();
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            for event in past {
+                if sender.send(Ok(event_to_proto(event))).await.is_err() {
+                    return;
+                }
+            }
+            let Some(live) = live.as_mut() else {
+                return;
+            };
+            loop {
+                let event = match live.recv().await {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "a logs follower fell behind and missed events");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let wanted = filter.as_ref().is_none_or(|id| *id == event.container);
+                // Events already sent from the files (recorded between subscribe and read).
+                if !wanted || event.ts <= newest {
+                    continue;
+                }
+                if sender.send(Ok(event_to_proto(event))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }

@@ -256,6 +256,36 @@ impl Shield for FakeDaemon {
     ) -> Result<Response<v1::GetStatusResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn allow(
+        &self,
+        _: Request<v1::ChangeRequest>,
+    ) -> Result<Response<v1::ChangeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn deny(
+        &self,
+        _: Request<v1::ChangeRequest>,
+    ) -> Result<Response<v1::ChangeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn set_mode(
+        &self,
+        _: Request<v1::SetModeRequest>,
+    ) -> Result<Response<v1::SetModeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    type LogsStream = tokio_stream::Empty<Result<v1::AuditEvent, Status>>;
+
+    async fn logs(
+        &self,
+        _: Request<v1::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves `daemon` on a fresh socket from a background thread; returns the socket path.

@@ -74,11 +74,11 @@ impl DaemonBuilder {
         };
         owner.chown(&root);
         let run = mkdir("run");
-        let config = mkdir("config");
+        mkdir("config");
         mkdir("config/shield");
         let profiles = mkdir("config/shield/profiles");
-        let state = mkdir("state");
-        let home = mkdir("home");
+        mkdir("state");
+        mkdir("home");
         for (name, content) in &self.profiles {
             let p = profiles.join(format!("{name}.txt"));
             fs::write(&p, content).expect("write profile");
@@ -111,41 +111,20 @@ impl DaemonBuilder {
         }
         let socket = run.join("shield/shieldd.sock");
         let log_path = root.join("shieldd.log");
-        let log = fs::File::create(&log_path).expect("create log");
-        let mut cmd = Command::new(bin_dir.join(bins::SHIELDD));
-        if !self.default_socket {
-            cmd.arg("--socket").arg(&socket);
-        }
-        cmd.env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("HOME", &home)
-            .env("XDG_RUNTIME_DIR", &run)
-            .env("XDG_CONFIG_HOME", &config)
-            .env("XDG_STATE_HOME", &state)
-            .env(
-                "SHIELD_LOG",
-                self.log_level.clone().unwrap_or_else(|| {
-                    std::env::var("SHIELD_TEST_LOG").unwrap_or_else(|_| "debug".to_string())
-                }),
-            )
-            .current_dir(&root)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log);
-        owner.apply(&mut cmd);
-        let child = cmd.spawn().expect("spawn shieldd");
+        let log_level = self.log_level.clone().unwrap_or_else(|| {
+            std::env::var("SHIELD_TEST_LOG").unwrap_or_else(|_| "debug".to_string())
+        });
         let mut daemon = Daemon {
-            child: Some(child),
+            child: None,
             socket,
             log_path,
             owner,
             bin_dir,
+            default_socket: self.default_socket,
+            log_level,
             dir,
         };
-        daemon.wait_listening();
+        daemon.launch();
         daemon
     }
 }
@@ -155,7 +134,8 @@ impl DaemonBuilder {
 /// socket `DIR/run/shield/shieldd.sock`, log (stdout+stderr) in `DIR/shieldd.log`.
 ///
 /// Dropped: SIGTERM, then SIGKILL after 5 s; the log is printed if the test is panicking. Call
-/// [`Daemon::stop`] to check a clean shutdown.
+/// [`Daemon::stop`] to check a clean shutdown. [`Daemon::kill_with`] then [`Daemon::restart`]
+/// restart it on the same directories (state and config kept, log appended).
 #[derive(Debug)]
 pub struct Daemon {
     child: Option<Child>,
@@ -163,6 +143,8 @@ pub struct Daemon {
     log_path: PathBuf,
     owner: Owner,
     bin_dir: PathBuf,
+    default_socket: bool,
+    log_level: String,
     // Last: removed after the process is gone.
     dir: tempfile::TempDir,
 }
@@ -190,6 +172,76 @@ impl Daemon {
             default_socket: false,
             log_level: None,
         }
+    }
+
+    /// Spawns `shieldd` on this daemon's directories (the log is appended to) and waits until
+    /// its socket listens.
+    fn launch(&mut self) {
+        assert!(self.child.is_none(), "shieldd is already running");
+        let root = self.dir.path().to_path_buf();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log");
+        let mut cmd = Command::new(self.bin_dir.join(bins::SHIELDD));
+        if !self.default_socket {
+            cmd.arg("--socket").arg(&self.socket);
+        }
+        cmd.env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOME", root.join("home"))
+            .env("XDG_RUNTIME_DIR", root.join("run"))
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .env("XDG_STATE_HOME", root.join("state"))
+            .env("SHIELD_LOG", &self.log_level)
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        self.owner.apply(&mut cmd);
+        self.child = Some(cmd.spawn().expect("spawn shieldd"));
+        self.wait_listening();
+    }
+
+    /// Sends `signal` and waits (10 s at most) until the daemon exits; returns its status without
+    /// judging it (SIGKILL is a crash on purpose). The directories stay: [`Daemon::restart`]
+    /// starts a new daemon on them.
+    pub fn kill_with(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("shieldd is not running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("send signal");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("shieldd ignored {signal} for 10 s; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts a new `shieldd` on the same directories (state, config, socket path) after
+    /// [`Daemon::kill_with`], and waits until it listens.
+    pub fn restart(&mut self) {
+        self.launch();
+    }
+
+    /// `XDG_STATE_HOME`.
+    pub fn state_home(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The directory of container `id`'s state: `$XDG_STATE_HOME/shield/containers/ID`.
+    pub fn container_state_dir(&self, id: &str) -> PathBuf {
+        self.state_home().join("shield/containers").join(id)
     }
 
     fn wait_listening(&mut self) {
@@ -287,6 +339,45 @@ impl Daemon {
             .stdin(Stdio::null());
         who.apply(&mut cmd);
         cmd.output().expect("run shieldctl")
+    }
+
+    /// `shieldctl --socket SOCKET ARGS…` as a command to spawn (as the daemon's owner), for
+    /// long-running ones such as `logs --follow`.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.bin(bins::SHIELDCTL));
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("XDG_RUNTIME_DIR", self.runtime_dir())
+            .current_dir("/")
+            .stdin(Stdio::null());
+        self.owner.apply(&mut cmd);
+        cmd
+    }
+
+    /// Runs `shieldctl --socket SOCKET ARGS…`; panics unless it fails (non-zero exit) with a
+    /// message. Returns stderr and stdout together.
+    pub fn ctl_fails(&self, args: &[&str]) -> String {
+        let out = self.ctl_as(self.owner, args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            !out.status.success(),
+            "shieldctl {} must fail, it exited 0: {text}",
+            abbreviate(args)
+        );
+        assert!(
+            !text.trim().is_empty(),
+            "shieldctl {} failed ({}) without a message",
+            abbreviate(args),
+            out.status
+        );
+        text
     }
 
     /// Runs `shieldctl --socket SOCKET ARGS…` as the daemon's owner; panics unless it succeeds.
@@ -405,6 +496,15 @@ impl Drop for Daemon {
                 );
             }
         }
+    }
+}
+
+/// `args` for a message, cut short when a test passes a thousand targets.
+fn abbreviate(args: &[&str]) -> String {
+    if args.len() <= 12 {
+        format!("{args:?}")
+    } else {
+        format!("{:?} … ({} arguments)", &args[..12], args.len())
     }
 }
 

@@ -13,11 +13,15 @@
 //!   rootless) and [`netns::TestNet`] (a "container" and a "peer" namespace joined by a veth pair,
 //!   with TCP and UDP echo listeners in the peer).
 //! - [`probe`]: a blocking TCP connect or a UDP round trip run *inside* a namespace by the
-//!   `probe` helper binary, with its outcome and the time the connect took.
+//!   `probe` helper binary, with its outcome and the time the connect took; and a held TCP
+//!   connection that reports when an established flow breaks.
 //! - [`daemon`]: the real `shieldd` on temporary XDG directories, optionally as another uid,
-//!   stopped with SIGTERM.
+//!   stopped with SIGTERM, or killed and restarted on the same directories.
 //! - [`hook`]: the real `shield-hook` with an OCI state on stdin: exit status, stderr, wall time.
 //! - [`nft`]: the independent oracle, `nft -j list table inet shield` run inside a namespace.
+//! - [`control`]: attach/release through the hook, `shieldctl state`/`ps`/`logs` readers and
+//!   traffic assertions for the live-control and restart tests.
+//! - [`dns`]: a real DNS upstream (`dnsmasq` on loopback) with fixed answers, for domain allows.
 //!
 //! Traffic only ever goes to loopback and to the namespaces a fixture made.
 #![allow(
@@ -28,7 +32,9 @@
 )]
 
 pub mod bins;
+pub mod control;
 pub mod daemon;
+pub mod dns;
 pub mod hook;
 pub mod netns;
 pub mod nft;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::bins;
-use crate::probe::{self, Probe, Proto};
+use crate::probe::{self, HeldConnection, Probe, Proto};
 
 /// Who owns a namespace or runs a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,10 +242,14 @@ static NEXT_INDEX: AtomicU32 = AtomicU32::new(0);
 /// |---|---|---|
 /// | container | `eth0` | `10.200.x.2/24`, `fd00:200:x::2/64` |
 /// | peer | `veth0` | A `10.200.x.1`, B `10.200.x.3`, `fd00:200:x::1`, `fd00:200:x::3` |
+/// | peer | `veth0` | public `203.0.113.x/32`, `2001:db8:200:x::1/128` (routed on-link from the container) |
 ///
-/// TCP and UDP echo listeners run in the peer on [`ECHO_PORT`] of all four addresses. Every
-/// address is private (RFC 1918, ULA), so a default-deny ruleset lets through exactly the ones it
-/// allowlists. IPv6 addresses are `nodad`, usable at once. Loopback is up on both sides, and the
+/// (`x` is written in hex in the IPv6 addresses, as [`Ipv6Addr`] segments are.)
+///
+/// TCP and UDP echo listeners run in the peer on [`ECHO_PORT`] of all six addresses. A, B and the
+/// ULA addresses are private (RFC 1918, ULA), so a default-deny ruleset lets through exactly the
+/// ones it allowlists, and mode `down` still refuses them; the two public ones (documentation
+/// ranges, outside every private range) are what `down` lets through. IPv6 addresses are `nodad`, usable at once. Loopback is up on both sides, and the
 /// container has its own echo listeners on `127.0.0.1` and `::1` (port [`ECHO_PORT`]).
 #[derive(Debug)]
 pub struct TestNet {
@@ -266,51 +270,8 @@ impl TestNet {
         let index = u8::try_from(n % 250 + 1).expect("index fits");
         let container = NsProcess::spawn(owner);
         let peer = NsProcess::spawn(Owner::Root);
-        // Created directly inside the two namespaces: no name ever exists in the host namespace,
-        // so parallel tests cannot collide.
-        let out = Command::new("ip")
-            .args(["link", "add", "eth0", "netns", &container.pid().to_string()])
-            .args([
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "veth0",
-                "netns",
-                &peer.pid().to_string(),
-            ])
-            .output()
-            .expect("run ip link add");
-        assert!(
-            out.status.success(),
-            "ip link add veth: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let x = index;
-        container.ip_batch(&format!(
-            "link set lo up\n\
-             link set eth0 up\n\
-             addr add 10.200.{x}.2/24 dev eth0\n\
-             addr add fd00:200:{x}::2/64 dev eth0 nodad\n"
-        ));
-        peer.ip_batch(&format!(
-            "link set lo up\n\
-             link set veth0 up\n\
-             addr add 10.200.{x}.1/24 dev veth0\n\
-             addr add 10.200.{x}.3/24 dev veth0\n\
-             addr add fd00:200:{x}::1/64 dev veth0 nodad\n\
-             addr add fd00:200:{x}::3/64 dev veth0 nodad\n"
-        ));
-        let server = echo_server(
-            &peer,
-            &[
-                format!("10.200.{x}.1"),
-                format!("10.200.{x}.3"),
-                format!("fd00:200:{x}::1"),
-                format!("fd00:200:{x}::3"),
-            ],
-        );
-        let loopback_server = echo_server(&container, &["127.0.0.1".into(), "::1".into()]);
+        wire(&container, &peer, index);
+        let (server, loopback_server) = start_servers(&container, &peer, index);
         TestNet {
             index,
             server,
@@ -318,6 +279,44 @@ impl TestNet {
             container,
             peer,
         }
+    }
+
+    /// A container restart as podman does it: the container's process and its namespace are
+    /// gone (the veth pair with them), then a fresh namespace, owned by the same owner, is wired
+    /// to the same peer with the same addresses. Returns the old pid.
+    ///
+    /// Panics if the old namespace outlives its holder for 5 s (something else keeps it alive:
+    /// a daemon that never released it, or an orphaned TCP socket still retransmitting into a
+    /// drop rule; the peer's `veth0` would still exist).
+    pub fn restart_container(&mut self) -> u32 {
+        let old = self.pid();
+        let owner = self.container.owner();
+        let _ = self.loopback_server.kill();
+        let _ = self.loopback_server.wait();
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        self.container.kill();
+        crate::wait_for(
+            "the old container namespace (and the peer's veth0) to go away",
+            Duration::from_secs(5),
+            || {
+                let out = self
+                    .peer
+                    .command("ip")
+                    .args(["link", "show", "dev", "veth0"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("run ip link show");
+                (!out.success()).then_some(())
+            },
+        );
+        self.container = NsProcess::spawn(owner);
+        wire(&self.container, &self.peer, self.index);
+        let (server, loopback_server) = start_servers(&self.container, &self.peer, self.index);
+        self.server = server;
+        self.loopback_server = loopback_server;
+        old
     }
 
     /// The `x` of the subnets.
@@ -373,6 +372,37 @@ impl TestNet {
         ))
     }
 
+    /// A peer address outside every private and special-purpose range (`203.0.113.x`, a
+    /// documentation network, routed on-link from the container: it never leaves the two
+    /// namespaces). Only an allowlist or a bypass mode (`down`) lets it through.
+    pub fn peer_public_v4(&self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, self.index))
+    }
+
+    /// The IPv6 counterpart of [`TestNet::peer_public_v4`]: `2001:db8:200:x::1`.
+    pub fn peer_public_v6(&self) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0x200,
+            u16::from(self.index),
+            0,
+            0,
+            0,
+            1,
+        ))
+    }
+
+    /// A /24 that holds [`TestNet::peer_public_v4`] and nothing else of the test's.
+    pub fn public_net_v4(&self) -> String {
+        "203.0.113.0/24".to_string()
+    }
+
+    /// A /64 that holds [`TestNet::peer_public_v6`].
+    pub fn public_net_v6(&self) -> String {
+        format!("2001:db8:200:{:x}::/64", self.index)
+    }
+
     /// All four peer addresses.
     pub fn peer_addrs(&self) -> [IpAddr; 4] {
         [
@@ -388,6 +418,11 @@ impl TestNet {
         probe::run(&self.container, proto, addr, ECHO_PORT)
     }
 
+    /// Opens a long-lived TCP connection from the container to `addr`:[`ECHO_PORT`].
+    pub fn hold(&self, addr: IpAddr) -> HeldConnection {
+        probe::hold(&self.container, addr, ECHO_PORT)
+    }
+
     /// Kills the container process but keeps its namespace alive with another holder (which
     /// then becomes [`TestNet::container`]); returns the dead pid. For "the netns vanished
     /// before the hook ran": the pid in the OCI state is gone, the namespace can still be
@@ -399,6 +434,66 @@ impl TestNet {
         old.kill();
         dead
     }
+}
+
+/// Joins `container` and `peer` with a veth pair and gives both their addresses (see
+/// [`TestNet`]).
+fn wire(container: &NsProcess, peer: &NsProcess, x: u8) {
+    // Created directly inside the two namespaces: no name ever exists in the host namespace,
+    // so parallel tests cannot collide.
+    let out = Command::new("ip")
+        .args(["link", "add", "eth0", "netns", &container.pid().to_string()])
+        .args([
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth0",
+            "netns",
+            &peer.pid().to_string(),
+        ])
+        .output()
+        .expect("run ip link add");
+    assert!(
+        out.status.success(),
+        "ip link add veth: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    container.ip_batch(&format!(
+        "link set lo up\n\
+         link set eth0 up\n\
+         addr add 10.200.{x}.2/24 dev eth0\n\
+         addr add fd00:200:{x:x}::2/64 dev eth0 nodad\n\
+         route add 203.0.113.{x}/32 dev eth0\n\
+         route add 2001:db8:200:{x:x}::1/128 dev eth0\n"
+    ));
+    peer.ip_batch(&format!(
+        "link set lo up\n\
+         link set veth0 up\n\
+         addr add 10.200.{x}.1/24 dev veth0\n\
+         addr add 10.200.{x}.3/24 dev veth0\n\
+         addr add fd00:200:{x:x}::1/64 dev veth0 nodad\n\
+         addr add fd00:200:{x:x}::3/64 dev veth0 nodad\n\
+         addr add 203.0.113.{x}/32 dev veth0\n\
+         addr add 2001:db8:200:{x:x}::1/128 dev veth0 nodad\n"
+    ));
+}
+
+/// The peer's echo listeners (all its addresses) and the container's loopback ones.
+fn start_servers(container: &NsProcess, peer: &NsProcess, x: u8) -> (Child, Child) {
+    let server = echo_server(
+        peer,
+        &[
+            format!("10.200.{x}.1"),
+            format!("10.200.{x}.3"),
+            format!("fd00:200:{x:x}::1"),
+            format!("fd00:200:{x:x}::3"),
+            format!("203.0.113.{x}"),
+            format!("2001:db8:200:{x:x}::1"),
+        ],
+    );
+    let loopback_server = echo_server(container, &["127.0.0.1".into(), "::1".into()]);
+    (server, loopback_server)
 }
 
 /// Starts `probe serve ECHO_PORT ADDRS…` inside the namespace of `ns` and waits for `ready`.

@@ -38,12 +38,59 @@ impl Table {
         self.chains.iter().find(|c| c.hook.as_deref() == Some(hook))
     }
 
+    /// Whether an element of set `name` (an address, a prefix or a range) holds `addr`.
+    pub fn covers(&self, name: &str, addr: std::net::IpAddr) -> bool {
+        self.set(name).iter().any(|e| element_covers(e, addr))
+    }
+
+    /// The set elements of every set except the private ranges, for before/after comparisons
+    /// (DNS set elements carry no expiry here, so they compare equal over time).
+    pub fn live_sets(&self) -> BTreeMap<String, Vec<String>> {
+        self.sets
+            .iter()
+            .filter(|(name, _)| !name.starts_with("private_"))
+            .map(|(name, elems)| (name.clone(), elems.clone()))
+            .collect()
+    }
+
     /// Elements of set `name` (panics when the set is missing).
     pub fn set(&self, name: &str) -> &[String] {
         self.sets
             .get(name)
             .unwrap_or_else(|| panic!("set {name} missing from table: {:?}", self.sets.keys()))
     }
+}
+
+fn bits(addr: std::net::IpAddr) -> (bool, u128) {
+    match addr {
+        std::net::IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+        std::net::IpAddr::V6(a) => (true, u128::from(a)),
+    }
+}
+
+/// Whether one listed element (`ADDR`, `ADDR/LEN` or `FIRST-LAST`) holds `addr`.
+pub fn element_covers(element: &str, addr: std::net::IpAddr) -> bool {
+    let (v6, want) = bits(addr);
+    let parse = |s: &str| s.trim().parse::<std::net::IpAddr>().ok().map(bits);
+    if let Some((net, len)) = element.split_once('/') {
+        let (Some((nv6, base)), Ok(len)) = (parse(net), len.trim().parse::<u32>()) else {
+            return false;
+        };
+        let width = if nv6 { 128 } else { 32 };
+        if nv6 != v6 || len > width {
+            return false;
+        }
+        let host = width - len;
+        let mask = if host >= 128 { 0 } else { u128::MAX << host };
+        return (base & mask) == (want & mask);
+    }
+    if let Some((first, last)) = element.split_once('-') {
+        return match (parse(first), parse(last)) {
+            (Some((f6, f)), Some((l6, l))) => f6 == v6 && l6 == v6 && f <= want && want <= l,
+            _ => false,
+        };
+    }
+    parse(element) == Some((v6, want))
 }
 
 fn element(v: &Value) -> String {
@@ -163,6 +210,21 @@ pub fn netns_socket_inodes(ns: &NsProcess) -> std::collections::BTreeSet<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn elements_cover_addresses() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(element_covers("10.0.0.1", ip("10.0.0.1")));
+        assert!(!element_covers("10.0.0.1", ip("10.0.0.2")));
+        assert!(element_covers("10.1.0.0/16", ip("10.1.255.3")));
+        assert!(!element_covers("10.1.0.0/16", ip("10.2.0.0")));
+        assert!(element_covers("10.2.0.1-10.2.0.9", ip("10.2.0.9")));
+        assert!(!element_covers("10.2.0.1-10.2.0.9", ip("10.2.0.10")));
+        assert!(element_covers("2001:db8::/32", ip("2001:db8:1::1")));
+        assert!(!element_covers("2001:db8::/32", ip("10.0.0.1")));
+        assert!(element_covers("::/0", ip("fd00::1")));
+        assert!(!element_covers("0.0.0.0/0", ip("::1")));
+    }
 
     #[test]
     fn parses_nft_json() {

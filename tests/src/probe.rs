@@ -5,9 +5,16 @@
 //! waits ~1 s for a SYN retransmit after an ICMP error), guarded by a watchdog thread, then sends
 //! a line and expects it echoed. `probe udp ADDR PORT` sends a datagram on a connected socket and
 //! expects the echo. The helper prints one line, `OUTCOME MICROS [DETAIL]`, which [`Probe`] parses.
+//!
+//! `probe hold ADDR PORT` keeps one TCP connection open and exchanges a byte with the echo
+//! listener every 100 ms: [`HeldConnection`] tells whether an established flow is still alive and
+//! when it broke (a deny, `block`).
 
+use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use crate::bins;
 use crate::netns::NsProcess;
@@ -104,6 +111,125 @@ pub fn run(ns: &NsProcess, proto: Proto, addr: IpAddr, port: u16) -> Probe {
         String::from_utf8_lossy(&out.stderr)
     );
     Probe::parse(&stdout)
+}
+
+/// A TCP connection held open from inside a namespace by `probe hold` (one byte each way every
+/// 100 ms). Killed on drop.
+#[derive(Debug)]
+pub struct HeldConnection {
+    child: Child,
+    lines: Receiver<String>,
+    addr: IpAddr,
+    /// Round trips reported so far (`alive N` lines).
+    rounds: u64,
+}
+
+/// Opens a held connection from the namespace of `ns` to `addr`:`port`; panics unless it
+/// connects and its first echo comes back.
+pub fn hold(ns: &NsProcess, addr: IpAddr, port: u16) -> HeldConnection {
+    let mut child = ns
+        .command(bins::bin_dir().join(bins::PROBE))
+        .args(["hold", &addr.to_string(), &port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn probe hold");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut held = HeldConnection {
+        child,
+        lines,
+        addr,
+        rounds: 0,
+    };
+    match held.lines.recv_timeout(Duration::from_secs(5)) {
+        Ok(line) if line.starts_with("connected ") => {}
+        Ok(line) => panic!("held connection to {addr} did not connect: {line}"),
+        Err(e) => panic!("held connection to {addr}: no answer from probe hold ({e})"),
+    }
+    // The first round trips prove the echo path, not only the handshake.
+    held.assert_alive(Duration::from_millis(1100), "just after connecting");
+    held
+}
+
+impl HeldConnection {
+    /// The destination.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// Panics unless the connection keeps exchanging bytes for `span` (at least one more batch
+    /// of ten round trips must be reported when `span` is over a second).
+    pub fn assert_alive(&mut self, span: Duration, when: &str) {
+        let start = Instant::now();
+        let before = self.rounds;
+        while let Some(left) = span.checked_sub(start.elapsed()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(n) = line.strip_prefix("alive ").and_then(|n| n.parse().ok()) {
+                        self.rounds = n;
+                    } else {
+                        panic!(
+                            "{when}: the held connection to {} must stay open, got {line:?}",
+                            self.addr
+                        );
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{when}: the held connection to {}: probe hold exited silently",
+                    self.addr
+                ),
+            }
+        }
+        if span >= Duration::from_millis(1100) {
+            assert!(
+                self.rounds > before,
+                "{when}: the held connection to {} reported no round trip in {span:?}",
+                self.addr
+            );
+        }
+    }
+
+    /// Waits (at most `timeout`) until the connection breaks; returns the time from this call to
+    /// the report and the helper's detail. Panics if it stays open.
+    pub fn wait_broken(&mut self, timeout: Duration, when: &str) -> (Duration, String) {
+        let start = Instant::now();
+        loop {
+            let left = timeout.checked_sub(start.elapsed()).unwrap_or_default();
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with("broken ") => {
+                    let detail = line.splitn(3, ' ').nth(2).unwrap_or("").to_string();
+                    return (start.elapsed(), detail);
+                }
+                Ok(line) if line.starts_with("alive ") => {}
+                Ok(line) => panic!("{when}: unexpected output of probe hold: {line:?}"),
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{when}: the held connection to {} is still open after {timeout:?}",
+                    self.addr
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{when}: the held connection to {}: probe hold exited silently",
+                    self.addr
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for HeldConnection {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[cfg(test)]

@@ -172,3 +172,80 @@ fn netns_survives_its_first_process() {
     assert_eq!(net.container.netns_inode(), inode);
     assert!(net.probe(Proto::Tcp, net.peer_a()).is_ok());
 }
+
+/// The public (documentation-range) peer addresses are reachable; a held connection reports
+/// round trips while it lives and breaks when a rule starts dropping its packets; a container
+/// restart rewires a fresh namespace to the same peer.
+#[test]
+fn held_connections_public_addresses_and_container_restart() {
+    shield_tests::require_root();
+    let mut net = TestNet::new(Owner::Root);
+    for addr in [net.peer_public_v4(), net.peer_public_v6()] {
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let p = net.probe(proto, addr);
+            assert!(p.is_ok(), "{proto:?} to {addr}: {}", p.line);
+        }
+    }
+    let old = net.restart_container();
+    assert_ne!(net.pid(), old);
+    nft::assert_untouched(&net.container, "the restarted container");
+    everything_connects(&net);
+    let p = net.probe(Proto::Tcp, net.peer_public_v6());
+    assert!(p.is_ok(), "after the restart: {}", p.line);
+    // (Held connections come last: one cut by a drop rule leaves an orphaned socket that keeps
+    // retransmitting, and the namespace alive, for minutes.)
+    let mut held = net.hold(net.peer_a());
+    let mut held6 = net.hold(net.peer_v6());
+    held.assert_alive(Duration::from_millis(1200), "no ruleset");
+    load(
+        &net.container,
+        "table inet cut {\n chain output { type filter hook output priority 0; policy accept;\n \
+         ip daddr 10.200.0.0/16 drop\n ip6 daddr fd00:200::/32 drop\n }\n}\n",
+    );
+    let (took, detail) = held.wait_broken(Duration::from_secs(5), "after the drop rule");
+    assert!(took < Duration::from_secs(2), "{took:?} {detail}");
+    held6.wait_broken(Duration::from_secs(5), "after the drop rule (IPv6)");
+}
+
+/// The dnsmasq fixture answers the names it was given, with the configured TTL, and nothing else.
+#[test]
+fn dnsmasq_answers_fixed_names() {
+    shield_tests::require_root();
+    let dns = shield_tests::dns::Dnsmasq::start(&[
+        ("allowed.test", "10.200.9.3".parse().unwrap()),
+        ("allowed.test", "fd00:200:9::3".parse().unwrap()),
+    ]);
+    let dig = |qtype: &str, name: &str| {
+        let out = std::process::Command::new("dig")
+            .args(["@127.0.0.1", "-p", &dns.port().to_string()])
+            .args(["+noall", "+answer", "+time=2", "+tries=1", qtype, name])
+            .output()
+            .expect("run dig (package bind9-dnsutils)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let a = dig("A", "allowed.test");
+    assert!(a.contains("10.200.9.3") && a.contains("600"), "{a}");
+    assert!(dig("AAAA", "allowed.test").contains("fd00:200:9::3"));
+    assert!(dig("A", "other.test").trim().is_empty());
+    assert!(
+        dns.config_toml()
+            .contains(&format!("127.0.0.1:{}", dns.port()))
+    );
+}
+
+/// A daemon killed with SIGKILL leaves its directories; a new one starts on them.
+#[test]
+fn daemon_restarts_on_the_same_directories() {
+    shield_tests::require_root();
+    let mut daemon = shield_tests::daemon::Daemon::builder().start();
+    let first = daemon.pid();
+    let status = daemon.kill_with(nix::sys::signal::Signal::SIGKILL);
+    assert!(!status.success());
+    daemon.restart();
+    assert_ne!(daemon.pid(), first);
+    daemon.ctl(&["ps"]);
+    let status = daemon.kill_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status}\n{}", daemon.log());
+    daemon.restart();
+    daemon.stop();
+}

@@ -34,6 +34,11 @@ impl Prepared {
     pub fn labels(&self) -> &BTreeMap<u32, String> {
         &self.labels
     }
+
+    /// Total size of the batch in bytes (what one `sendmsg` carries).
+    pub fn bytes(&self) -> usize {
+        self.batch.iter().map(<[u8]>::len).sum()
+    }
 }
 
 /// Collects messages and their labels.

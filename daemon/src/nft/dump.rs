@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::error::NftError;
 use super::ffi::{self, DumpKind};
-use super::kernel::{KElem, KTable};
+use super::kernel::{KElem, KSet, KTable};
 use super::socket::Link;
 use crate::ruleset::ir::TABLE_NAME;
 
@@ -24,7 +24,8 @@ const ENOENT: i32 = 2;
 /// Sequence numbers of dump requests, far from the small ones nftnl gives batch messages.
 static NEXT_SEQ: AtomicU32 = AtomicU32::new(0x4000_0000);
 
-fn next_seq() -> u32 {
+/// A fresh sequence number for a request outside a batch.
+pub fn next_seq() -> u32 {
     NEXT_SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
@@ -134,4 +135,67 @@ fn read_once(link: &mut Link<'_>) -> Result<Option<Option<KTable>>, NftError> {
         chains,
         rules,
     })))
+}
+
+/// Reads just the sets `names` of table `inet shield` (each with its elements), in that order,
+/// as one consistent generation. A set (or the table) that does not exist is
+/// [`NftError::MissingSet`].
+///
+/// Cheaper than [`read`] when only some sets matter (no chains, no rules, no other set's
+/// elements), though still linear in the size of the sets asked for.
+pub fn read_sets(link: &mut Link<'_>, names: &[&str]) -> Result<Vec<(KSet, Vec<KElem>)>, NftError> {
+    for _ in 0..ATTEMPTS {
+        match read_sets_once(link, names) {
+            Ok(Some(sets)) => return Ok(sets),
+            Ok(None) => {}
+            // A set vanished between the set dump and its element dump: read again, and
+            // report it missing if it stays missing.
+            Err(e) if e.errno() == Some(ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(NftError::Unstable(ATTEMPTS))
+}
+
+/// One pass of [`read_sets`]: `Ok(None)` when the table changed during the pass.
+fn read_sets_once(
+    link: &mut Link<'_>,
+    names: &[&str],
+) -> Result<Option<Vec<(KSet, Vec<KElem>)>>, NftError> {
+    let mut pass = Pass::default();
+    let mut found: Vec<KSet> = Vec::new();
+    // The set dump of a table that does not exist fails with ENOENT: that is a missing set.
+    let listed = pass.dump(link, DumpKind::Sets, None, |msg| {
+        let (owner, set) = ffi::parse_set(msg)?;
+        if owner.is(TABLE_NAME) && names.contains(&set.name.as_str()) {
+            found.push(set);
+        }
+        Ok(())
+    });
+    match listed {
+        Err(e) if e.errno() == Some(ENOENT) => {
+            let first = names.first().copied().unwrap_or_default();
+            return Err(NftError::MissingSet(first.to_owned()));
+        }
+        other => other?,
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(set) = found.iter().find(|s| s.name == *name).cloned() else {
+            if pass.consistent() {
+                return Err(NftError::MissingSet((*name).to_owned()));
+            }
+            return Ok(None);
+        };
+        let mut elems: Vec<KElem> = Vec::new();
+        pass.dump(link, DumpKind::Elems, Some(name), |msg| {
+            let (owner, set_name, mut batch) = ffi::parse_elems(msg)?;
+            if owner.is(TABLE_NAME) && set_name == *name {
+                elems.append(&mut batch);
+            }
+            Ok(())
+        })?;
+        out.push((set, elems));
+    }
+    Ok(pass.consistent().then_some(out))
 }

@@ -57,6 +57,46 @@ pub enum NftError {
     /// The table kept changing while it was being read.
     #[error("table inet shield changed during every one of {0} read attempts")]
     Unstable(u32),
+    /// A set asked for does not exist in table `inet shield` (or the table does not exist).
+    #[error("table inet shield has no set {0}")]
+    MissingSet(String),
+    /// What the kernel holds after a change is not what was asked for.
+    #[error("set {set} does not hold what was applied: {reason}")]
+    Mismatch {
+        /// The set that differs.
+        set: String,
+        /// How it differs, e.g. `missing 192.0.2.1` or `still holds 10.0.0.0/24`.
+        reason: String,
+    },
+    /// An element change that removes elements is too large for one batch on this socket, and
+    /// splitting it would expose intermediate states: nothing was applied.
+    #[error(
+        "element change of {bytes} bytes in {messages} messages does not fit one batch \
+         (this socket allows {budget_bytes} bytes, {budget_messages} messages) and cannot be \
+         split because it removes elements; nothing was applied"
+    )]
+    TooLarge {
+        /// Bytes of the whole batch.
+        bytes: usize,
+        /// Acknowledged messages of the whole batch.
+        messages: usize,
+        /// Bytes one batch may carry on this socket.
+        budget_bytes: usize,
+        /// Acknowledged messages one batch may carry on this socket.
+        budget_messages: usize,
+    },
+    /// A split add-only change failed after some of its batches were committed: the kernel
+    /// holds the old elements plus the part already added (a subset of the change).
+    #[error("element change stopped after {committed} of {batches} batches")]
+    Partial {
+        /// Batches committed before the failure.
+        committed: usize,
+        /// Batches the change was split into.
+        batches: usize,
+        /// Why the next batch failed.
+        #[source]
+        source: Box<NftError>,
+    },
 }
 
 impl NftError {
@@ -64,6 +104,7 @@ impl NftError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Self::Refused { errno, .. } => Some(*errno),
+            Self::Partial { source, .. } => source.errno(),
             _ => None,
         }
     }

@@ -406,6 +406,24 @@ impl ElemMsg {
 // data ≤ 64 bytes, checked in `new`): about 52 KiB, below `nft_nlmsg_maxsize()`.
 unsafe impl NlMsg for ElemMsg {
     unsafe fn write(&self, buf: *mut c_void, seq: u32, msg_type: MsgType) {
+        let (msg, flags) = match msg_type {
+            MsgType::Add => (
+                libc::NFT_MSG_NEWSETELEM,
+                libc::NLM_F_CREATE | libc::NLM_F_ACK,
+            ),
+            MsgType::Del => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
+        };
+        // SAFETY: the caller's contract is ours.
+        unsafe { self.write_as(buf, msg, flags, seq) }
+    }
+}
+
+impl ElemMsg {
+    /// Writes the message as `msg` (an `NFT_MSG_*SETELEM`) with netlink `flags`.
+    ///
+    /// # Safety
+    /// `buf` must have room for `nft_nlmsg_maxsize()` bytes and be aligned for `nlmsghdr`.
+    unsafe fn write_as(&self, buf: *mut c_void, msg: c_int, flags: c_int, seq: u32) {
         let Ok(set) = OwnedSet::new() else {
             std::process::abort();
         };
@@ -449,13 +467,6 @@ unsafe impl NlMsg for ElemMsg {
                 sys::nftnl_set_elem_add(set.ptr(), elem.as_ptr());
             }
         }
-        let (msg, flags) = match msg_type {
-            MsgType::Add => (
-                libc::NFT_MSG_NEWSETELEM,
-                libc::NLM_F_CREATE | libc::NLM_F_ACK,
-            ),
-            MsgType::Del => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
-        };
         // SAFETY: `buf` has room for the largest message (the caller's contract, and the size
         // bound above); `set` and its elements are live.
         unsafe {
@@ -568,6 +579,46 @@ pub fn dump_request(
     };
     let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
     bytes.truncate(len);
+    Ok(bytes)
+}
+
+/// Builds a `GETSETELEM` request (not a dump; `NLM_F_ACK`) for `elems` of set `set`: the kernel
+/// answers with one `NEWSETELEM` per element it finds, in order, then an ACK, or stops at the
+/// first element it does not find with `ENOENT`.
+///
+/// Only the key and the interval-end flag of each element are sent: they are what the kernel
+/// looks an element up by.
+pub fn get_elems_request(
+    table: &str,
+    set: &str,
+    elems: &[KElem],
+    seq: u32,
+) -> Result<Vec<u8>, NftError> {
+    let keys: Vec<KElem> = elems
+        .iter()
+        .map(|e| KElem {
+            key: e.key.clone(),
+            flags: e.flags,
+            timeout_ms: None,
+            userdata: Vec::new(),
+            extra: None,
+        })
+        .collect();
+    let msg = ElemMsg::new(table, set, None, keys)?;
+    // `ElemMsg::new` bounds the message to about 52 KiB; nftnl's own batch pages are sized by
+    // `nft_nlmsg_maxsize()`, so a buffer of that size (in u32 words, aligned for `nlmsghdr`)
+    // holds it.
+    let size = usize::try_from(nftnl::nft_nlmsg_maxsize()).unwrap_or(usize::MAX);
+    let mut words = vec![0u32; size.div_ceil(4)];
+    let buf = words.as_mut_ptr().cast::<c_void>();
+    // SAFETY: `buf` holds `nft_nlmsg_maxsize()` aligned writable bytes; the header written
+    // there stays inside it.
+    let len = unsafe {
+        msg.write_as(buf, libc::NFT_MSG_GETSETELEM, libc::NLM_F_ACK, seq);
+        (*buf.cast::<libc::nlmsghdr>()).nlmsg_len as usize
+    };
+    let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    bytes.truncate(len.min(size));
     Ok(bytes)
 }
 

@@ -93,7 +93,8 @@ fn lift_chain(k: &KChain) -> Result<Chain, NftError> {
     })
 }
 
-fn lift_set(k: &KSet, elems: &[KElem]) -> Result<Set, NftError> {
+/// Lifts one set with its elements (interval elements back into ranges).
+pub fn lift_set(k: &KSet, elems: &[KElem]) -> Result<Set, NftError> {
     let location = || format!("set {}", k.name);
     let family = match (k.key_type, k.key_len) {
         (TYPE_IPV4_ADDR, 4) => Family::V4,

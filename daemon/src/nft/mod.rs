@@ -10,10 +10,12 @@
 //! - [`lift`]: kernel objects → our IR, pure, failing on anything shield does not write;
 //! - `ffi`: the libnftnl shims (the only `unsafe` code): messages out, dumps in;
 //! - `batch`: one atomic batch per change, every message labelled for error reports;
+//! - [`changes`]: live element changes, split when large and add-only, and their verification;
 //! - `dump`: consistent reads of the whole table;
 //! - `socket`: sending batches and requests, collecting ACKs and dumps, with a deadline.
 
 mod batch;
+pub mod changes;
 mod dump;
 pub mod encode;
 mod error;
@@ -41,20 +43,50 @@ pub fn apply(socket: BorrowedFd<'_>, table: &Table) -> Result<(), NftError> {
     link.transact(&prepared.pages(), prepared.labels())
 }
 
-/// Removes the elements of `removes` and adds those of `adds` in one atomic batch.
+/// Removes the elements of `removes` and adds those of `adds`: one atomic batch whenever it fits
+/// the socket; an add-only change too large for one is split into several batches, deny sets
+/// first (each intermediate state allows a subset of the new policy); a change that removes
+/// anything and does not fit fails with [`NftError::TooLarge`] before anything is sent.
+/// Returns the number of batches committed (1 unless split). See [`changes`] for why splitting
+/// add-only changes is safe and the rest is not.
 ///
 /// Each [`Set`] names an existing set of the table (name, family, kind) and holds only the
-/// elements to change. Adding an element that exists refreshes it (a timeout set element gets
-/// its new timeout); adding an address inside an existing interval, or removing an element that
-/// does not exist, makes the kernel refuse the whole batch.
+/// elements to change (the shape [`crate::ruleset::diff::element_changes`] produces). Adding an
+/// element that exists refreshes it (a timeout set element gets its new timeout); adding an
+/// address inside an existing interval, or removing an element that does not exist, makes the
+/// kernel refuse the whole batch, and the previous elements stay in force.
 pub fn apply_element_changes(
     socket: BorrowedFd<'_>,
     adds: &[Set],
     removes: &[Set],
+) -> Result<usize, NftError> {
+    changes::apply(socket, adds, removes)
+}
+
+/// Reads just the sets `names` of table `inet shield` with their elements, in that order, as
+/// one consistent generation (no chains, no rules, no other set). A set or table that does not
+/// exist is [`NftError::MissingSet`]. Linear in the size of the sets read.
+pub fn read_sets(socket: BorrowedFd<'_>, names: &[&str]) -> Result<Vec<Set>, NftError> {
+    changes::read_sets(socket, names)
+}
+
+/// Checks that the kernel's sets are exactly `expected` (interval sets range for range; timeout
+/// sets by family and kind only, since their elements expire on their own):
+/// [`NftError::Mismatch`] says what differs. Linear in the size of the sets.
+pub fn verify_sets(socket: BorrowedFd<'_>, expected: &[&Set]) -> Result<(), NftError> {
+    changes::verify_sets(socket, expected)
+}
+
+/// Checks that a change made by [`apply_element_changes`] is in force: every added element is
+/// there, every removed one gone (unless re-added). Looks up only the touched elements, so its
+/// cost follows the size of the change, not of the set (large changes are checked against one
+/// dump of the sets they touch). [`NftError::Mismatch`] says what differs.
+pub fn verify_element_changes(
+    socket: BorrowedFd<'_>,
+    adds: &[Set],
+    removes: &[Set],
 ) -> Result<(), NftError> {
-    let prepared = batch::element_changes(adds, removes)?;
-    let mut link = socket::Link::new(socket)?;
-    link.transact(&prepared.pages(), prepared.labels())
+    changes::verify_changes(socket, adds, removes)
 }
 
 /// Reads table `inet shield` (table, sets with their elements, chains, rules) and lifts it into

@@ -71,7 +71,7 @@ fn header(msg: &[u8]) -> Result<Header, NftError> {
 }
 
 /// The (negative) error code of an `NLMSG_ERROR` or the status of an `NLMSG_DONE` message.
-fn status(msg: &[u8]) -> Result<i32, NftError> {
+fn status_of(msg: &[u8]) -> Result<i32, NftError> {
     u32_at(msg, NLMSG_HDRLEN)
         .map(u32::cast_signed)
         .ok_or_else(|| NftError::Protocol("error message without an error code".to_owned()))
@@ -179,7 +179,7 @@ impl<'fd> Link<'fd> {
             grow(self.fd, total, sockopt::SndBufForce, sockopt::SndBuf);
         }
         // Each queued ACK costs about a kilobyte of receive buffer.
-        let needed = acks.saturating_mul(1024);
+        let needed = acks.saturating_mul(ACK_COST);
         if needed > DEFAULT_SOCKBUF {
             grow(self.fd, needed, sockopt::RcvBufForce, sockopt::RcvBuf);
         }
@@ -218,7 +218,7 @@ impl<'fd> Link<'fd> {
                 if h.kind != NLMSG_ERROR {
                     continue;
                 }
-                let code = status(msg)?;
+                let code = status_of(msg)?;
                 if code == 0 {
                     pending.retain(|seq| *seq != h.seq);
                 } else if refusal.is_none() {
@@ -274,8 +274,8 @@ impl<'fd> Link<'fd> {
                 }
                 info.interrupted |= h.flags & NLM_F_DUMP_INTR != 0;
                 match h.kind {
-                    NLMSG_DONE => done = Some(status(msg).unwrap_or(0)),
-                    NLMSG_ERROR => done = Some(status(msg)?),
+                    NLMSG_DONE => done = Some(status_of(msg).unwrap_or(0)),
+                    NLMSG_ERROR => done = Some(status_of(msg)?),
                     kind if kind == SUBSYS_NFTABLES | reply => {
                         if let Some(id) = generation(msg) {
                             info.generations.push(id);
@@ -303,6 +303,108 @@ impl<'fd> Link<'fd> {
         }
     }
 }
+
+impl Link<'_> {
+    /// Sends several non-dump requests in one `send` and collects, for each of `seqs`, the
+    /// replies carrying its sequence number (handed to `each` with that number) and its final
+    /// status (0 for the ACK, a negative errno for a refusal).
+    ///
+    /// Every request must ask for an ACK (`NLM_F_ACK`), or this waits for one until the deadline.
+    /// The caller keeps the replies of one call within the receive buffer (see
+    /// [`Self::budget`]): the kernel answers inside `send`, before anything is read.
+    pub fn query(
+        &mut self,
+        requests: &[u8],
+        seqs: &[u32],
+        mut each: impl FnMut(u32, &[u8]) -> Result<(), NftError>,
+    ) -> Result<BTreeMap<u32, i32>, NftError> {
+        let sent =
+            send(self.fd.as_raw_fd(), requests, MsgFlags::empty()).map_err(|e| io("send", e))?;
+        if sent != requests.len() {
+            return Err(NftError::Protocol(format!(
+                "sent {sent} of {} bytes",
+                requests.len()
+            )));
+        }
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let mut status = BTreeMap::new();
+        while status.len() < seqs.len() {
+            let data = self.recv_until(deadline)?;
+            for msg in mnl::NlMessages::new(data) {
+                let msg = msg.map_err(|e| NftError::Protocol(e.to_string()))?;
+                let h = header(msg)?;
+                if !seqs.contains(&h.seq) {
+                    continue;
+                }
+                if h.kind == NLMSG_ERROR {
+                    status.insert(h.seq, status_of(msg)?);
+                } else {
+                    each(h.seq, msg)?;
+                }
+            }
+        }
+        Ok(status)
+    }
+
+    /// How big one batch may be on this socket: raises the send and receive buffers towards
+    /// `bytes` and `acks` (as far as the kernel lets this process) and reports what they hold.
+    pub fn budget(&self, bytes: usize, acks: usize) -> Budget {
+        if bytes > DEFAULT_SOCKBUF {
+            grow(
+                self.fd,
+                bytes.saturating_add(SEND_SLACK),
+                sockopt::SndBufForce,
+                sockopt::SndBuf,
+            );
+        }
+        let rcv_wanted = acks.saturating_mul(ACK_COST).saturating_add(ERROR_ECHO);
+        if rcv_wanted > DEFAULT_SOCKBUF {
+            grow(self.fd, rcv_wanted, sockopt::RcvBufForce, sockopt::RcvBuf);
+        }
+        // getsockopt reports what the kernel accounts against (twice the value asked for).
+        let snd =
+            nix::sys::socket::getsockopt(&self.fd, sockopt::SndBuf).unwrap_or(DEFAULT_SOCKBUF);
+        let rcv =
+            nix::sys::socket::getsockopt(&self.fd, sockopt::RcvBuf).unwrap_or(DEFAULT_SOCKBUF);
+        Budget {
+            bytes: snd.saturating_sub(SEND_SLACK),
+            acks: rcv.saturating_sub(ERROR_ECHO) / ACK_COST,
+        }
+    }
+}
+
+/// What one batch may hold on a given socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Bytes one `sendmsg` may carry (netlink refuses a message larger than the send buffer).
+    pub bytes: usize,
+    /// Messages whose ACKs fit the receive buffer at once (the kernel queues them all before
+    /// the first is read; an ACK that does not fit is dropped, and the batch would time out).
+    pub acks: usize,
+}
+
+impl Budget {
+    /// Whether a batch of `bytes` bytes with `acks` acknowledged messages fits.
+    pub fn fits(self, bytes: usize, acks: usize) -> bool {
+        bytes <= self.bytes && acks <= self.acks
+    }
+
+    /// The smaller of two budgets, limit by limit.
+    #[must_use]
+    pub fn min(self, other: Self) -> Self {
+        Self {
+            bytes: self.bytes.min(other.bytes),
+            acks: self.acks.min(other.acks),
+        }
+    }
+}
+
+/// Receive buffer one success ACK costs (a small skb: its `truesize`, rounded up).
+const ACK_COST: usize = 1024;
+/// Receive buffer kept free for a refusal, which echoes the refused message (up to ~64 KiB).
+const ERROR_ECHO: usize = 80 * 1024;
+/// Netlink refuses a message longer than the send buffer minus a little; keep a margin.
+const SEND_SLACK: usize = 4096;
 
 /// What a dump reported besides its objects.
 #[derive(Clone, Debug, Default)]

@@ -6,10 +6,12 @@
 //! on what the kernel holds after an apply.
 
 pub mod build;
+pub mod diff;
 pub mod invariants;
 pub mod ir;
 pub mod render;
 
 pub use build::{Mode, Policy, build};
+pub use diff::{ElementChanges, element_changes};
 pub use ir::*;
 pub use render::render;

@@ -2,6 +2,11 @@
 //!
 //! - `probe tcp ADDR PORT`: one blocking `connect()` (watchdog 3 s), then `ping\n` must come back.
 //! - `probe udp ADDR PORT`: `ping` on a connected UDP socket must come back within 1 s.
+//! - `probe hold ADDR PORT`: a long-lived TCP connection. Connects (3 s at most) and prints
+//!   `connected MICROS` (or a probe failure line and exits), then sends one byte every 100 ms and
+//!   expects it echoed within 1 s; prints `alive N` after every 10 round trips, and
+//!   `broken MICROS DETAIL` (time since connecting) as soon as a write, a read or an echo fails,
+//!   then exits.
 //! - `probe serve PORT ADDR...`: TCP and UDP echo listeners on each address; prints `ready` once
 //!   all are bound, then serves until killed.
 //!
@@ -64,6 +69,55 @@ fn tcp(addr: SocketAddr) -> String {
     match rx.recv_timeout(TCP_WATCHDOG) {
         Ok(line) => line,
         Err(_) => format!("timeout {}", micros(TCP_WATCHDOG)),
+    }
+}
+
+const HOLD_INTERVAL: Duration = Duration::from_millis(100);
+const HOLD_ECHO_WAIT: Duration = Duration::from_secs(1);
+
+fn say(line: &str) {
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
+
+fn hold(addr: SocketAddr) -> ! {
+    let start = Instant::now();
+    let mut s = match TcpStream::connect_timeout(&addr, TCP_WATCHDOG) {
+        Ok(s) => s,
+        Err(e) => {
+            let (word, detail) = classify(&e);
+            say(&format!("{word} {} {detail}", micros(start.elapsed())));
+            std::process::exit(0)
+        }
+    };
+    say(&format!("connected {}", micros(start.elapsed())));
+    let connected = Instant::now();
+    let _ = s.set_nodelay(true);
+    if let Err(e) = s.set_read_timeout(Some(HOLD_ECHO_WAIT)) {
+        fail(&format!("set_read_timeout: {e}"));
+    }
+    let mut rounds: u64 = 0;
+    loop {
+        let mut buf = [0u8; 1];
+        let result = s.write_all(b"x").and_then(|()| s.read(&mut buf));
+        let detail = match result {
+            Ok(1) if buf == *b"x" => None,
+            Ok(0) => Some("closed by the peer (EOF)".to_string()),
+            Ok(_) => Some(format!("wrong echo {buf:?}")),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Some(format!("no echo within {HOLD_ECHO_WAIT:?}"))
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(detail) = detail {
+            say(&format!("broken {} {detail}", micros(connected.elapsed())));
+            std::process::exit(0)
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(10) {
+            say(&format!("alive {rounds}"));
+        }
+        std::thread::sleep(HOLD_INTERVAL);
     }
 }
 
@@ -150,10 +204,11 @@ fn main() {
     {
         ["tcp", ip, port] => println!("{}", tcp(SocketAddr::new(parse_ip(ip), parse_port(port)))),
         ["udp", ip, port] => println!("{}", udp(SocketAddr::new(parse_ip(ip), parse_port(port)))),
+        ["hold", ip, port] => hold(SocketAddr::new(parse_ip(ip), parse_port(port))),
         ["serve", port, ips @ ..] if !ips.is_empty() => {
             let ips: Vec<IpAddr> = ips.iter().map(|s| parse_ip(s)).collect();
             serve(parse_port(port), &ips)
         }
-        _ => fail("usage: probe tcp|udp ADDR PORT | probe serve PORT ADDR..."),
+        _ => fail("usage: probe tcp|udp|hold ADDR PORT | probe serve PORT ADDR..."),
     }
 }

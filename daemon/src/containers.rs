@@ -1,0 +1,914 @@
+//! The containers the daemon manages: their intent (persisted), their kernel state (while they
+//! run), and every operation on them.
+//!
+//! Changes to one container are serialised by its own lock, held from the first check to the
+//! last write; different containers proceed in parallel. Each operation goes kernel first
+//! (one verified batch), then disk; if the disk write fails the kernel is put back, so that what
+//! the daemon reports, what the kernel enforces and what survives a restart never disagree.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use ipnet::IpNet;
+use tokio::sync::Mutex;
+
+use crate::attach::{self, AttachError, Attachment, Reattached};
+use crate::audit::{AuditEvent, AuditLog};
+use crate::config::Config;
+use crate::intent::{Intent, Target};
+use crate::learnt::LearntAddrs;
+use crate::netns::HelperPool;
+use crate::profiles::{DomainPattern, ProfileEntries, ProfileError, ProfileStore};
+use crate::resolve::{HostResolver, Learnt};
+use crate::ruleset::{
+    self, ElementChanges, Family, IpRange, Mode, Set, SetElement, SetKind, Table,
+};
+use crate::store::{ContainerState, Store, StoreError};
+
+/// Why an operation on a container failed. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// A container reference does not resolve.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// A profile is unknown or invalid.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The kernel side failed.
+    #[error("container {id}")]
+    Kernel {
+        /// The container.
+        id: String,
+        /// What failed.
+        #[source]
+        source: AttachError,
+    },
+    /// The state could not be saved; the kernel was put back as it was.
+    #[error("container {id}: cannot save its state (the change was undone)")]
+    Store {
+        /// The container.
+        id: String,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
+    /// A stored domain is not valid any more (the state file was edited by hand).
+    #[error("container {id}: stored domain {domain:?} is invalid")]
+    StoredDomain {
+        /// The container.
+        id: String,
+        /// The domain.
+        domain: String,
+    },
+    /// A blocking task died (a bug: it panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why a container reference does not resolve.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// Nothing matches.
+    #[error("no container matches {0:?} (see 'shieldctl ps')")]
+    NotFound(String),
+    /// An id prefix matches several containers.
+    #[error("{query:?} matches {count} containers: give more of the id, or the name")]
+    Ambiguous {
+        /// What was asked for.
+        query: String,
+        /// How many matched.
+        count: usize,
+    },
+}
+
+/// A container as the daemon knows it.
+#[derive(Debug, Default)]
+pub struct Container {
+    /// Persisted intent; `None` until the first successful attach (or restore) of this id.
+    pub state: Option<ContainerState>,
+    /// The composed profile entries the ruleset was built from.
+    pub profile: ProfileEntries,
+    /// Present while the container runs.
+    pub running: Option<Running>,
+}
+
+/// A running container's kernel side.
+#[derive(Debug)]
+pub struct Running {
+    /// Pid of the container's init process.
+    pub pid: u32,
+    /// When the ruleset was last applied and verified on attach or restore.
+    pub attached_at: SystemTime,
+    /// Sockets inside the container's network namespace.
+    pub attachment: Arc<Attachment>,
+    /// The table the kernel holds, as built (dns sets empty: see `learnt`).
+    pub table: Table,
+    /// Addresses learnt from DNS, in the dns sets.
+    pub learnt: LearntAddrs,
+}
+
+/// A registry entry: the id and name for lookups, the container behind its own lock.
+#[derive(Clone, Debug)]
+struct Entry {
+    name: String,
+    container: Arc<Mutex<Container>>,
+}
+
+/// What one target of an allow or deny did.
+#[derive(Clone, Debug)]
+pub struct TargetOutcome {
+    /// The target, canonical.
+    pub target: Target,
+    /// Whether the intent changed.
+    pub changed: bool,
+    /// For a domain allow: the addresses let through now.
+    pub resolved: Vec<Learnt>,
+}
+
+/// Allow or deny.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Let the targets through.
+    Allow,
+    /// Forbid the targets.
+    Deny,
+}
+
+impl Change {
+    fn action(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// A snapshot of one container, for answers.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Persisted intent.
+    pub state: ContainerState,
+    /// Profile domains.
+    pub domains: Vec<DomainPattern>,
+    /// Number of entries in the allow sets' policy.
+    pub allowed_addresses: usize,
+    /// `(pid, attached_at)` while running.
+    pub running: Option<(u32, SystemTime)>,
+}
+
+/// Every container, and what operating on them needs.
+#[derive(Debug)]
+pub struct Containers {
+    config: Config,
+    profiles: ProfileStore,
+    store: Store,
+    audit: AuditLog,
+    helpers: Arc<HelperPool>,
+    resolver: Option<HostResolver>,
+    entries: SyncMutex<BTreeMap<String, Entry>>,
+}
+
+impl Containers {
+    /// A manager with no containers loaded yet (see [`Self::restore`]).
+    pub fn new(
+        config: Config,
+        profiles: ProfileStore,
+        store: Store,
+        helpers: Arc<HelperPool>,
+    ) -> Self {
+        let resolver = match HostResolver::new(&config.dns) {
+            Ok(resolver) => Some(resolver),
+            Err(err) => {
+                tracing::warn!(error = %err, "no host resolver: domain allows will not resolve at once");
+                None
+            }
+        };
+        let audit = AuditLog::new(&store);
+        Self {
+            config,
+            profiles,
+            store,
+            audit,
+            helpers,
+            resolver,
+            entries: SyncMutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The profile store.
+    pub fn profiles(&self) -> &ProfileStore {
+        &self.profiles
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The helper pool.
+    pub fn helpers(&self) -> &Arc<HelperPool> {
+        &self.helpers
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        // Entries are inserted whole, so a poisoned lock is still consistent.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The entry for `id`, created (empty) if new.
+    fn entry(&self, id: &str, name: &str) -> Arc<Mutex<Container>> {
+        let mut entries = self.entries();
+        let entry = entries.entry(id.to_owned()).or_insert_with(|| Entry {
+            name: name.to_owned(),
+            container: Arc::default(),
+        });
+        entry.name = name.to_owned();
+        Arc::clone(&entry.container)
+    }
+
+    /// Resolves an id, a name, or a unique id prefix to a known container.
+    pub fn find(&self, query: &str) -> Result<(String, Arc<Mutex<Container>>), LookupError> {
+        let entries = self.entries();
+        if let Some(entry) = entries.get(query) {
+            return Ok((query.to_owned(), Arc::clone(&entry.container)));
+        }
+        let by_name: Vec<_> = entries.iter().filter(|(_, e)| e.name == query).collect();
+        let by_prefix: Vec<_> = entries
+            .iter()
+            .filter(|(id, _)| !query.is_empty() && id.starts_with(query))
+            .collect();
+        let matches = if by_name.is_empty() {
+            by_prefix
+        } else {
+            by_name
+        };
+        match matches.as_slice() {
+            [(id, entry)] => Ok(((*id).clone(), Arc::clone(&entry.container))),
+            [] => Err(LookupError::NotFound(query.to_owned())),
+            many => Err(LookupError::Ambiguous {
+                query: query.to_owned(),
+                count: many.len(),
+            }),
+        }
+    }
+
+    /// Every container that has state, ordered by id.
+    pub async fn snapshots(&self) -> Vec<Snapshot> {
+        let containers: Vec<_> = self
+            .entries()
+            .values()
+            .map(|entry| Arc::clone(&entry.container))
+            .collect();
+        let mut snapshots = Vec::with_capacity(containers.len());
+        for container in containers {
+            if let Some(snapshot) = snapshot(&*container.lock().await) {
+                snapshots.push(snapshot);
+            }
+        }
+        snapshots
+    }
+
+    fn record(&self, state: &ContainerState, action: &str, target: &str, detail: &str) {
+        let event: AuditEvent = AuditLog::event(&state.id, &state.name, action, target, detail);
+        if let Err(err) = self.audit.record(event) {
+            tracing::warn!(container = %state.id, error = %err, "cannot write the audit trail");
+        }
+    }
+
+    /// Attaches a container at createRuntime: its stored intent (a restart keeps every live
+    /// change and the mode) or a fresh one, applied and verified in its namespace.
+    pub async fn attach(
+        &self,
+        id: &str,
+        name: &str,
+        profiles: Vec<String>,
+        pid: u32,
+    ) -> Result<Snapshot, ContainerError> {
+        let profile = self.profiles.compose(&profiles)?;
+        let container = self.entry(id, name);
+        let mut container = container.lock().await;
+        let stored = match container.state.clone() {
+            Some(state) => Some(state),
+            None => self
+                .store
+                .load(id)
+                .map_err(|source| ContainerError::Store {
+                    id: id.to_owned(),
+                    source,
+                })?,
+        };
+        let restarted = stored.is_some();
+        let mut state = stored.unwrap_or_else(|| ContainerState::new(id, name, profiles.clone()));
+        state.name = name.to_owned();
+        state.profiles = profiles;
+        let intent = intent_of(&state)?;
+        let table = ruleset::build(&intent.policy(&profile.nets));
+
+        // A createRuntime without poststop (the runtime crashed) leaves old sockets: release.
+        release(container.running.take());
+        let helpers = Arc::clone(&self.helpers);
+        let mode = intent.mode;
+        let to_apply = table.clone();
+        let (attachment, identity) =
+            blocking(move || attach::attach(&helpers, pid, &to_apply, mode))
+                .await?
+                .map_err(|source| ContainerError::Kernel {
+                    id: id.to_owned(),
+                    source,
+                })?;
+        state.process = Some(identity);
+        if let Err(source) = self.store.save(&state) {
+            // Without a record of it, a restart could not restore this container: refuse the
+            // start. Its table stays in the kernel, enforcing, until the namespace goes away.
+            release(Some(Running {
+                pid,
+                attached_at: SystemTime::now(),
+                attachment: Arc::new(attachment),
+                table,
+                learnt: LearntAddrs::default(),
+            }));
+            return Err(ContainerError::Store {
+                id: id.to_owned(),
+                source,
+            });
+        }
+        let detail = format!(
+            "pid {pid}, profiles {}, mode {}{}",
+            state.profiles.join(":"),
+            mode_name(state.mode),
+            if restarted {
+                ", restarted with its stored policy"
+            } else {
+                ""
+            }
+        );
+        self.record(&state, "attach", "", &detail);
+        container.state = Some(state);
+        container.profile = profile;
+        container.running = Some(Running {
+            pid,
+            attached_at: SystemTime::now(),
+            attachment: Arc::new(attachment),
+            table,
+            learnt: LearntAddrs::default(),
+        });
+        snapshot(&container)
+            .ok_or_else(|| ContainerError::Internal("attached without state".into()))
+    }
+
+    /// Records a container's stop (poststop): its sockets are released, its intent kept.
+    /// Returns `false` when the id is unknown.
+    pub async fn stopped(&self, id: &str) -> Result<bool, ContainerError> {
+        let Ok((_, container)) = self.find_exact(id) else {
+            return Ok(false);
+        };
+        let mut container = container.lock().await;
+        let Some(mut state) = container.state.clone() else {
+            return Ok(false);
+        };
+        release(container.running.take());
+        state.process = None;
+        if let Err(source) = self.store.save(&state) {
+            // The container is gone either way; a stale process identity is harmless because a
+            // restore checks the process start time.
+            tracing::warn!(container = %id, error = %source, "cannot record the stop");
+        }
+        self.record(&state, "detach", "", "container stopped, sockets released");
+        container.state = Some(state);
+        Ok(true)
+    }
+
+    fn find_exact(&self, id: &str) -> Result<(String, Arc<Mutex<Container>>), LookupError> {
+        self.entries()
+            .get(id)
+            .map(|entry| (id.to_owned(), Arc::clone(&entry.container)))
+            .ok_or_else(|| LookupError::NotFound(id.to_owned()))
+    }
+
+    /// Allows or denies `targets` on one container, as one atomic change.
+    pub async fn change(
+        &self,
+        query: &str,
+        targets: Vec<Target>,
+        change: Change,
+    ) -> Result<(Snapshot, Vec<TargetOutcome>), ContainerError> {
+        let (id, container) = self.find(query)?;
+        let mut container = container.lock().await;
+        let Some(state) = container.state.clone() else {
+            return Err(LookupError::NotFound(query.to_owned()).into());
+        };
+        let old_intent = intent_of(&state)?;
+        let mut intent = old_intent.clone();
+        let mut outcomes: Vec<TargetOutcome> = targets
+            .into_iter()
+            .map(|target| {
+                let changed = match change {
+                    Change::Allow => intent.allow(&target),
+                    Change::Deny => intent.deny(&target),
+                };
+                TargetOutcome {
+                    target,
+                    changed,
+                    resolved: Vec::new(),
+                }
+            })
+            .collect();
+        if change == Change::Allow {
+            self.resolve_allowed_domains(&id, &mut outcomes).await;
+        }
+
+        let mut new_state = state.clone();
+        store_intent(&mut new_state, &intent);
+        let profile_nets = container.profile.nets.clone();
+        let undo = match container.running.as_mut() {
+            Some(running) => {
+                Some(apply_change(&id, running, &intent, &profile_nets, &outcomes, change).await?)
+            }
+            None => None,
+        };
+        if let Err(source) = self.store.save(&new_state) {
+            if let (Some(running), Some(undo)) = (container.running.as_mut(), undo) {
+                undo_change(&id, running, undo).await;
+            }
+            return Err(ContainerError::Store { id, source });
+        }
+        for outcome in outcomes.iter().filter(|outcome| outcome.changed) {
+            let detail = match outcome.resolved.as_slice() {
+                [] => outcome.target.kind().to_owned(),
+                resolved => format!(
+                    "{}; resolved now: {}",
+                    outcome.target.kind(),
+                    resolved
+                        .iter()
+                        .map(|learnt| learnt.addr.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            self.record(
+                &new_state,
+                change.action(),
+                &outcome.target.to_string(),
+                &detail,
+            );
+        }
+        container.state = Some(new_state);
+        let snapshot = snapshot(&container)
+            .ok_or_else(|| ContainerError::Internal("changed without state".into()))?;
+        Ok((snapshot, outcomes))
+    }
+
+    /// Resolves every domain the change allows (on the host's resolver) so that a name the
+    /// container has already resolved works at once. A failure is logged, not fatal: the allow
+    /// itself stands and the DNS proxy lets the addresses through on the next query.
+    async fn resolve_allowed_domains(&self, id: &str, outcomes: &mut [TargetOutcome]) {
+        let Some(resolver) = &self.resolver else {
+            return;
+        };
+        for outcome in outcomes.iter_mut() {
+            let Target::Domain(domain) = &outcome.target else {
+                continue;
+            };
+            if domain.as_str().starts_with("*.") {
+                continue;
+            }
+            match resolver.resolve(domain.as_str()).await {
+                Ok(learnt) => outcome.resolved = learnt,
+                Err(err) => {
+                    tracing::warn!(container = %id, domain = %domain, error = %err, "cannot resolve an allowed domain now");
+                }
+            }
+        }
+    }
+
+    /// Switches a container's mode: one full, verified table replacement while it runs.
+    pub async fn set_mode(
+        &self,
+        query: &str,
+        mode: Mode,
+    ) -> Result<(Snapshot, Mode), ContainerError> {
+        let (id, container) = self.find(query)?;
+        let mut container = container.lock().await;
+        let Some(state) = container.state.clone() else {
+            return Err(LookupError::NotFound(query.to_owned()).into());
+        };
+        let previous = state.mode;
+        let mut intent = intent_of(&state)?;
+        intent.mode = mode;
+        let mut new_state = state.clone();
+        new_state.mode = mode;
+        let profile_nets = container.profile.nets.clone();
+        let old_table = match container.running.as_mut() {
+            Some(running) => {
+                let table = ruleset::build(&intent.policy(&profile_nets));
+                let old = replace_table(&id, running, table, mode).await?;
+                Some((old, previous))
+            }
+            None => None,
+        };
+        if let Err(source) = self.store.save(&new_state) {
+            if let (Some(running), Some((old, previous))) = (container.running.as_mut(), old_table)
+                && let Err(err) = replace_table(&id, running, old, previous).await
+            {
+                tracing::error!(container = %id, error = %err, "cannot undo a mode change");
+            }
+            return Err(ContainerError::Store { id, source });
+        }
+        if previous != mode {
+            let detail = format!("{} → {}", mode_name(previous), mode_name(mode));
+            self.record(&new_state, "mode", mode_name(mode), &detail);
+        }
+        container.state = Some(new_state);
+        let snapshot = snapshot(&container)
+            .ok_or_else(|| ContainerError::Internal("mode change without state".into()))?;
+        Ok((snapshot, previous))
+    }
+
+    /// The table the kernel holds for a running container now, rendered; empty when stopped.
+    pub async fn ruleset(&self, query: &str) -> Result<(Snapshot, String), ContainerError> {
+        let (id, container) = self.find(query)?;
+        let container = container.lock().await;
+        let snapshot =
+            snapshot(&container).ok_or_else(|| LookupError::NotFound(query.to_owned()))?;
+        let Some(running) = &container.running else {
+            return Ok((snapshot, String::new()));
+        };
+        let attachment = Arc::clone(&running.attachment);
+        let table = blocking(move || attach::read_back(&attachment))
+            .await?
+            .map_err(|source| ContainerError::Kernel { id, source })?;
+        Ok((
+            snapshot,
+            table
+                .map(|table| ruleset::render(&table))
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Loads every stored container at start-up: the ones still running (same process) are
+    /// re-attached and verified, the others are recorded as stopped.
+    pub async fn restore(&self) {
+        let (states, errors) = self.store.load_all();
+        for error in errors {
+            tracing::error!(error = %error, "cannot load a container's state; it is left as it is");
+        }
+        for state in states {
+            let id = state.id.clone();
+            if let Err(err) = self.restore_one(state).await {
+                tracing::error!(container = %id, error = %error_chain(&err), "cannot restore container");
+            }
+        }
+    }
+
+    async fn restore_one(&self, mut state: ContainerState) -> Result<(), ContainerError> {
+        let container = self.entry(&state.id, &state.name);
+        let mut container = container.lock().await;
+        let profile = match self.profiles.compose(&state.profiles) {
+            Ok(profile) => profile,
+            Err(err) => {
+                // The kernel keeps enforcing the table it has; the container is known, so that
+                // the operator sees it, but shield cannot rebuild its policy until the profile
+                // is fixed.
+                container.state = Some(state);
+                return Err(err.into());
+            }
+        };
+        let Some(identity) = state.process else {
+            container.state = Some(state);
+            container.profile = profile;
+            return Ok(());
+        };
+        let intent = intent_of(&state)?;
+        let table = ruleset::build(&intent.policy(&profile.nets));
+        let helpers = Arc::clone(&self.helpers);
+        let expected = table.clone();
+        let mode = intent.mode;
+        let outcome =
+            blocking(move || attach::reattach(&helpers, identity, &expected, mode)).await?;
+        match outcome {
+            Ok((attachment, kernel, how)) => {
+                let mut learnt = LearntAddrs::default();
+                let now = Instant::now();
+                for (addr, timeout) in dns_elements(&kernel) {
+                    // The original name is not in the kernel; the address stays until its
+                    // element expires, and a deny of a name cannot withdraw it before then.
+                    learnt.learn("(restored)", addr, timeout, now);
+                }
+                let detail = match how {
+                    Reattached::Adopted => "daemon restarted; kernel table verified and kept",
+                    Reattached::Reapplied => {
+                        "daemon restarted; kernel table differed and was re-applied"
+                    }
+                };
+                self.record(&state, "restore", "", detail);
+                tracing::info!(container = %state.id, pid = identity.pid, ?how, "container restored");
+                container.running = Some(Running {
+                    pid: identity.pid,
+                    attached_at: SystemTime::now(),
+                    attachment: Arc::new(attachment),
+                    table,
+                    learnt,
+                });
+            }
+            Err(AttachError::ProcessGone { .. } | AttachError::Namespace(_)) => {
+                state.process = None;
+                if let Err(err) = self.store.save(&state) {
+                    tracing::warn!(container = %state.id, error = %err, "cannot record the stop");
+                }
+                self.record(&state, "stopped", "", "stopped while the daemon was down");
+            }
+            Err(source) => {
+                container.state = Some(state.clone());
+                container.profile = profile;
+                return Err(ContainerError::Kernel {
+                    id: state.id,
+                    source,
+                });
+            }
+        }
+        container.state = Some(state);
+        container.profile = profile;
+        Ok(())
+    }
+}
+
+/// What a live change needs to be undone.
+#[derive(Debug)]
+struct Undo {
+    changes: ElementChanges,
+    table: Table,
+    learnt: LearntAddrs,
+    mode: Mode,
+}
+
+/// Applies the kernel side of an allow/deny to a running container: interval-set differences
+/// plus the dns elements the change adds or withdraws, in one verified batch.
+async fn apply_change(
+    id: &str,
+    running: &mut Running,
+    intent: &Intent,
+    profile_nets: &[IpNet],
+    outcomes: &[TargetOutcome],
+    change: Change,
+) -> Result<Undo, ContainerError> {
+    let new_table = ruleset::build(&intent.policy(profile_nets));
+    let now = Instant::now();
+    let mut learnt = running.learnt.clone();
+    let mut dns_adds = Vec::new();
+    let mut dns_removes = Vec::new();
+    for outcome in outcomes {
+        let Target::Domain(domain) = &outcome.target else {
+            continue;
+        };
+        match change {
+            Change::Allow => {
+                for address in &outcome.resolved {
+                    learnt.learn(domain.as_str(), address.addr, address.ttl, now);
+                    dns_adds.push((address.addr, Some(address.ttl)));
+                }
+            }
+            Change::Deny => {
+                dns_removes.extend(
+                    learnt
+                        .forget(domain.as_str(), now)
+                        .into_iter()
+                        .map(|a| (a, None)),
+                );
+            }
+        }
+    }
+    let Some(mut changes) = ruleset::element_changes(&running.table, &new_table) else {
+        return Err(ContainerError::Internal(
+            "a live change altered the table's structure".into(),
+        ));
+    };
+    changes.adds.extend(dns_sets(&dns_adds));
+    changes.removes.extend(dns_sets(&dns_removes));
+    let inverse = ElementChanges {
+        adds: changes.removes.clone(),
+        removes: changes.adds.clone(),
+    };
+    let attachment = Arc::clone(&running.attachment);
+    let expected = new_table.clone();
+    let mode = intent.mode;
+    let to_apply = changes;
+    blocking(move || attach::apply_changes_verified(&attachment, &to_apply, &expected, mode))
+        .await?
+        .map_err(|source| ContainerError::Kernel {
+            id: id.to_owned(),
+            source,
+        })?;
+    let undo = Undo {
+        changes: inverse,
+        table: std::mem::replace(&mut running.table, new_table),
+        learnt: std::mem::replace(&mut running.learnt, learnt),
+        mode,
+    };
+    Ok(undo)
+}
+
+/// Puts the kernel back after a change whose state could not be saved.
+async fn undo_change(id: &str, running: &mut Running, undo: Undo) {
+    let attachment = Arc::clone(&running.attachment);
+    let expected = undo.table.clone();
+    let changes = undo.changes;
+    let mode = undo.mode;
+    let outcome =
+        blocking(move || attach::apply_changes_verified(&attachment, &changes, &expected, mode))
+            .await;
+    match outcome {
+        Ok(Ok(())) => {
+            running.table = undo.table;
+            running.learnt = undo.learnt;
+        }
+        Ok(Err(err)) => {
+            tracing::error!(container = %id, error = %error_chain(&err), "cannot undo a change the state store refused");
+        }
+        Err(err) => tracing::error!(container = %id, error = %err, "cannot undo a change"),
+    }
+}
+
+/// Replaces a running container's whole table (mode changes), carrying the learnt dns
+/// addresses over with the time they have left. Returns the previous table.
+async fn replace_table(
+    id: &str,
+    running: &mut Running,
+    table: Table,
+    mode: Mode,
+) -> Result<Table, ContainerError> {
+    let now = Instant::now();
+    running.learnt.prune(now);
+    let mut with_dns = table.clone();
+    let remaining: Vec<_> = running
+        .learnt
+        .remaining(now)
+        .into_iter()
+        .map(|(addr, left)| (addr, Some(left)))
+        .collect();
+    for set in dns_sets(&remaining) {
+        if let Some(target) = with_dns.sets.iter_mut().find(|s| s.name == set.name) {
+            target.elements = set.elements;
+        }
+    }
+    let attachment = Arc::clone(&running.attachment);
+    blocking(move || attach::apply_verified(&attachment, &with_dns, mode))
+        .await?
+        .map_err(|source| ContainerError::Kernel {
+            id: id.to_owned(),
+            source,
+        })?;
+    Ok(std::mem::replace(&mut running.table, table))
+}
+
+/// The dns sets holding `elements` (`(address, timeout)`), one set per family that has any.
+fn dns_sets(elements: &[(std::net::IpAddr, Option<std::time::Duration>)]) -> Vec<Set> {
+    let mut sets: Vec<Set> = Vec::new();
+    for (family, name) in [
+        (Family::V4, ruleset::build::DNS_V4),
+        (Family::V6, ruleset::build::DNS_V6),
+    ] {
+        let mut members: Vec<SetElement> = elements
+            .iter()
+            .filter(|(addr, _)| (family == Family::V4) == addr.is_ipv4())
+            .map(|(addr, timeout)| SetElement {
+                range: IpRange {
+                    start: *addr,
+                    end: *addr,
+                },
+                timeout: timeout.map(whole_millis),
+            })
+            .collect();
+        members.sort_by_key(|element| element.range);
+        members.dedup_by_key(|element| element.range);
+        if !members.is_empty() {
+            sets.push(Set {
+                name: name.to_owned(),
+                family,
+                kind: SetKind::Timeout,
+                elements: members,
+            });
+        }
+    }
+    sets
+}
+
+/// The kernel keeps timeouts in milliseconds; a sub-millisecond part would only make a
+/// read-back differ from what was sent.
+fn whole_millis(duration: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(duration.as_millis().max(1)).unwrap_or(u64::MAX))
+}
+
+/// The dns elements of a kernel table with their timeouts.
+fn dns_elements(table: &Table) -> Vec<(std::net::IpAddr, std::time::Duration)> {
+    table
+        .sets
+        .iter()
+        .filter(|set| set.kind == SetKind::Timeout)
+        .flat_map(|set| &set.elements)
+        .filter_map(|element| {
+            element
+                .timeout
+                .map(|timeout| (element.range.start, timeout))
+        })
+        .collect()
+}
+
+/// Releases a container's sockets off the request path: closing a netlink socket can wait for
+/// an RCU grace period in the kernel.
+fn release(running: Option<Running>) {
+    if let Some(running) = running {
+        tokio::task::spawn_blocking(move || drop(running));
+    }
+}
+
+/// Runs blocking kernel work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ContainerError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| ContainerError::Internal(err.to_string()))
+}
+
+fn snapshot(container: &Container) -> Option<Snapshot> {
+    let state = container.state.clone()?;
+    let allowed_addresses = container.profile.nets.len() + state.allowed.len();
+    Some(Snapshot {
+        running: container
+            .running
+            .as_ref()
+            .map(|running| (running.pid, running.attached_at)),
+        domains: container.profile.domains.clone(),
+        allowed_addresses,
+        state,
+    })
+}
+
+/// The intent recorded in a container's state.
+fn intent_of(state: &ContainerState) -> Result<Intent, ContainerError> {
+    let domains = |list: &[String]| -> Result<Vec<DomainPattern>, ContainerError> {
+        list.iter()
+            .map(|domain| {
+                DomainPattern::parse(domain).map_err(|_| ContainerError::StoredDomain {
+                    id: state.id.clone(),
+                    domain: domain.clone(),
+                })
+            })
+            .collect()
+    };
+    Ok(Intent {
+        allowed: state.allowed.clone(),
+        denied: state.denied.clone(),
+        allowed_domains: domains(&state.allowed_domains)?,
+        denied_domains: domains(&state.denied_domains)?,
+        mode: state.mode,
+    })
+}
+
+fn store_intent(state: &mut ContainerState, intent: &Intent) {
+    state.allowed = intent.allowed.clone();
+    state.denied = intent.denied.clone();
+    state.allowed_domains = intent
+        .allowed_domains
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    state.denied_domains = intent
+        .denied_domains
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    state.mode = intent.mode;
+}
+
+/// The mode as the CLI spells it in `state`.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Up => "up",
+        Mode::Down => "down",
+        Mode::DownAll => "down_all",
+        Mode::Block => "block",
+    }
+}
+
+/// `err` and its sources, joined with ": ", as a person reads them.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Transparent wrappers repeat their source's text; print each cause once.
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}

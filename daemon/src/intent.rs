@@ -1,0 +1,242 @@
+//! What the operator wants for one container, and how `allow` and `deny` change it. Pure.
+//!
+//! Effective policy = (profile addresses ∪ live allows) for the allow sets, live denies for the
+//! deny sets. Deny wins in the kernel because the deny rules come first; allowing a target that
+//! is denied lifts the deny, and denying a target that was live-allowed withdraws the allow.
+
+use ipnet::IpNet;
+
+use crate::profiles::{DomainPattern, Entry, EntryError};
+use crate::ruleset::{Mode, Policy};
+
+/// Most targets one change may carry: a change is one netlink batch and one state write.
+pub const MAX_TARGETS: usize = 1024;
+
+/// One target of an `allow` or `deny`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// An address (as /32 or /128) or a network, canonical.
+    Net(IpNet),
+    /// A domain pattern (enforced by DNS; an allow also lets its current addresses through).
+    Domain(DomainPattern),
+}
+
+impl Target {
+    /// `"address"`, `"network"` or `"domain"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Net(net) if net.prefix_len() == net.max_prefix_len() => "address",
+            Self::Net(_) => "network",
+            Self::Domain(_) => "domain",
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Net(net) if net.prefix_len() == net.max_prefix_len() => net.addr().fmt(f),
+            Self::Net(net) => net.fmt(f),
+            Self::Domain(domain) => domain.fmt(f),
+        }
+    }
+}
+
+/// Why a list of targets is refused (nothing is changed).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// No target given.
+    #[error("no target given: name at least one IP address, CIDR or domain")]
+    Empty,
+    /// More targets than one change may carry.
+    #[error("{count} targets in one change; at most {MAX_TARGETS} are allowed (split the change)")]
+    TooMany {
+        /// How many were given.
+        count: usize,
+    },
+    /// A target that is not an IP address, a CIDR or a domain.
+    #[error("invalid target {target:?}: {reason}")]
+    Invalid {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        #[source]
+        reason: EntryError,
+    },
+}
+
+/// Parses every target, or refuses the whole list.
+pub fn parse_targets(raw: &[String]) -> Result<Vec<Target>, TargetError> {
+    if raw.is_empty() {
+        return Err(TargetError::Empty);
+    }
+    if raw.len() > MAX_TARGETS {
+        return Err(TargetError::TooMany { count: raw.len() });
+    }
+    raw.iter()
+        .map(|text| {
+            let trimmed = text.trim();
+            match Entry::parse(trimmed) {
+                Ok(Entry::Net(net)) => Ok(Target::Net(net)),
+                Ok(Entry::Domain(domain)) => Ok(Target::Domain(domain)),
+                Err(reason) => Err(TargetError::Invalid {
+                    target: trimmed.to_owned(),
+                    reason,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The operator's live changes and the mode of one container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Intent {
+    /// Live-allowed addresses and networks, in the order they were allowed.
+    pub allowed: Vec<IpNet>,
+    /// Denied addresses and networks.
+    pub denied: Vec<IpNet>,
+    /// Live-allowed domains.
+    pub allowed_domains: Vec<DomainPattern>,
+    /// Denied domains.
+    pub denied_domains: Vec<DomainPattern>,
+    /// Enforcement mode.
+    pub mode: Mode,
+}
+
+impl Intent {
+    /// Allows `target`: lifts a deny of the same target. Returns whether anything changed.
+    pub fn allow(&mut self, target: &Target) -> bool {
+        match target {
+            Target::Net(net) => {
+                let lifted = remove(&mut self.denied, net);
+                add(&mut self.allowed, net) | lifted
+            }
+            Target::Domain(domain) => {
+                let lifted = remove(&mut self.denied_domains, domain);
+                add(&mut self.allowed_domains, domain) | lifted
+            }
+        }
+    }
+
+    /// Denies `target`: withdraws a live allow of the same target. Returns whether anything
+    /// changed.
+    pub fn deny(&mut self, target: &Target) -> bool {
+        match target {
+            Target::Net(net) => {
+                let withdrawn = remove(&mut self.allowed, net);
+                add(&mut self.denied, net) | withdrawn
+            }
+            Target::Domain(domain) => {
+                let withdrawn = remove(&mut self.allowed_domains, domain);
+                add(&mut self.denied_domains, domain) | withdrawn
+            }
+        }
+    }
+
+    /// The ruleset policy: profile addresses and live allows in the allow sets, denies in the
+    /// deny sets.
+    pub fn policy(&self, profile_nets: &[IpNet]) -> Policy {
+        let mut allow = profile_nets.to_vec();
+        for net in &self.allowed {
+            if !allow.contains(net) {
+                allow.push(*net);
+            }
+        }
+        Policy {
+            allow,
+            deny: self.denied.clone(),
+            mode: self.mode,
+        }
+    }
+
+    /// Whether `domain` is denied (a denied name never has addresses in the dns sets).
+    pub fn is_domain_denied(&self, domain: &DomainPattern) -> bool {
+        self.denied_domains.contains(domain)
+    }
+}
+
+fn add<T: PartialEq + Clone>(list: &mut Vec<T>, item: &T) -> bool {
+    if list.contains(item) {
+        false
+    } else {
+        list.push(item.clone());
+        true
+    }
+}
+
+fn remove<T: PartialEq>(list: &mut Vec<T>, item: &T) -> bool {
+    let before = list.len();
+    list.retain(|known| known != item);
+    list.len() != before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(raw: &[&str]) -> Vec<Target> {
+        parse_targets(&raw.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn targets_are_canonical() {
+        let parsed = targets(&["2001:0db8::1", "192.168.1.5/24", "Example.COM"]);
+        let shown: Vec<_> = parsed.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["2001:db8::1", "192.168.1.0/24", "example.com"]);
+        let kinds: Vec<_> = parsed.iter().map(Target::kind).collect();
+        assert_eq!(kinds, ["address", "network", "domain"]);
+    }
+
+    #[test]
+    fn bad_target_lists_are_refused_whole() {
+        assert_eq!(parse_targets(&[]), Err(TargetError::Empty));
+        let many = vec!["1.1.1.1".to_owned(); MAX_TARGETS + 1];
+        assert!(matches!(
+            parse_targets(&many),
+            Err(TargetError::TooMany { .. })
+        ));
+        for bad in ["10.0.0.300", "10.0.0.0/33", "exa mple.com", ""] {
+            let list = vec!["1.1.1.1".to_owned(), bad.to_owned()];
+            let err = parse_targets(&list).unwrap_err();
+            assert!(matches!(err, TargetError::Invalid { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn allow_and_deny_are_idempotent_and_lift_each_other() {
+        let mut intent = Intent::default();
+        let [addr, domain] = <[Target; 2]>::try_from(targets(&["192.0.2.1", "x.example"])).unwrap();
+        assert!(intent.deny(&addr));
+        assert!(!intent.deny(&addr), "a repeated deny is a no-op");
+        assert!(intent.allow(&addr), "allowing lifts the deny");
+        assert!(intent.denied.is_empty() && intent.allowed.len() == 1);
+        assert!(!intent.allow(&addr), "a repeated allow is a no-op");
+        assert!(intent.deny(&addr), "denying withdraws the live allow");
+        assert!(intent.allowed.is_empty() && intent.denied.len() == 1);
+
+        assert!(intent.allow(&domain));
+        assert!(intent.deny(&domain));
+        let Target::Domain(pattern) = &domain else {
+            unreachable!()
+        };
+        assert!(intent.is_domain_denied(pattern));
+        assert!(intent.allowed_domains.is_empty());
+    }
+
+    #[test]
+    fn policy_combines_profile_and_live_allows_and_keeps_profile_denies() {
+        let profile: Vec<IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
+        let mut intent = Intent::default();
+        intent.allow(&Target::Net("203.0.113.9/32".parse().unwrap()));
+        intent.allow(&Target::Net("198.51.100.0/24".parse().unwrap()));
+        // Denying an address a profile allows: the deny set carries it, the allow set keeps the
+        // profile's network, and the kernel's rule order makes the deny win.
+        intent.deny(&Target::Net("198.51.100.7/32".parse().unwrap()));
+        let policy = intent.policy(&profile);
+        assert_eq!(policy.allow.len(), 2);
+        assert_eq!(
+            policy.deny,
+            vec!["198.51.100.7/32".parse::<IpNet>().unwrap()]
+        );
+    }
+}

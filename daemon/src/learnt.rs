@@ -1,0 +1,123 @@
+//! Addresses learnt from DNS for one container: which names let them in, and until when. Pure:
+//! the caller passes the clock.
+//!
+//! The kernel expires dns-set elements by itself; this bookkeeping exists so that a deny of a
+//! name can withdraw exactly its addresses (unless another allowed name still holds them), and so
+//! that a full table replacement (a mode change) can carry the elements over with the time they
+//! have left.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// One address and the names it was learnt for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Holders {
+    names: BTreeSet<String>,
+    expires: Instant,
+}
+
+/// The learnt addresses of one container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LearntAddrs {
+    addrs: BTreeMap<IpAddr, Holders>,
+}
+
+impl LearntAddrs {
+    /// Records that `name` resolved to `addr` for `ttl` from `now`. A later expiry wins.
+    pub fn learn(&mut self, name: &str, addr: IpAddr, ttl: Duration, now: Instant) {
+        let expires = now + ttl;
+        let holders = self.addrs.entry(addr).or_insert_with(|| Holders {
+            names: BTreeSet::new(),
+            expires,
+        });
+        holders.names.insert(name.to_owned());
+        holders.expires = holders.expires.max(expires);
+    }
+
+    /// Forgets `name`; returns the addresses that no other name holds any more (they must leave
+    /// the dns sets).
+    pub fn forget(&mut self, name: &str, now: Instant) -> Vec<IpAddr> {
+        self.prune(now);
+        let mut orphans = Vec::new();
+        for (addr, holders) in &mut self.addrs {
+            if holders.names.remove(name) && holders.names.is_empty() {
+                orphans.push(*addr);
+            }
+        }
+        for addr in &orphans {
+            self.addrs.remove(addr);
+        }
+        orphans
+    }
+
+    /// Every address still valid at `now`, with the time it has left (at least 1 ms, so that
+    /// a re-added element never gets the meaningless timeout 0).
+    pub fn remaining(&self, now: Instant) -> Vec<(IpAddr, Duration)> {
+        self.addrs
+            .iter()
+            .filter(|(_, holders)| holders.expires > now)
+            .map(|(addr, holders)| {
+                let left = holders.expires - now;
+                (
+                    *addr,
+                    Duration::from_millis(left.as_millis().max(1).try_into().unwrap_or(u64::MAX)),
+                )
+            })
+            .collect()
+    }
+
+    /// Drops what has expired.
+    pub fn prune(&mut self, now: Instant) {
+        self.addrs.retain(|_, holders| holders.expires > now);
+    }
+
+    /// How many addresses are recorded (expired ones included until the next prune).
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn forget_keeps_addresses_another_name_holds() {
+        let now = Instant::now();
+        let mut learnt = LearntAddrs::default();
+        learnt.learn("a.example", ip("192.0.2.1"), Duration::from_secs(60), now);
+        learnt.learn("a.example", ip("192.0.2.2"), Duration::from_secs(60), now);
+        learnt.learn("b.example", ip("192.0.2.2"), Duration::from_secs(60), now);
+        assert_eq!(learnt.forget("a.example", now), vec![ip("192.0.2.1")]);
+        assert_eq!(learnt.len(), 1);
+        assert_eq!(learnt.forget("b.example", now), vec![ip("192.0.2.2")]);
+        assert!(learnt.is_empty());
+    }
+
+    #[test]
+    fn remaining_counts_down_and_expired_entries_go() {
+        let now = Instant::now();
+        let mut learnt = LearntAddrs::default();
+        learnt.learn("a.example", ip("2001:db8::1"), Duration::from_secs(30), now);
+        learnt.learn("a.example", ip("2001:db8::1"), Duration::from_secs(10), now);
+        let later = now + Duration::from_secs(20);
+        assert_eq!(
+            learnt.remaining(later),
+            vec![(ip("2001:db8::1"), Duration::from_secs(10))]
+        );
+        let expired = now + Duration::from_secs(31);
+        assert!(learnt.remaining(expired).is_empty());
+        learnt.prune(expired);
+        assert!(learnt.is_empty());
+    }
+}

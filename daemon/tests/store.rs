@@ -1,0 +1,380 @@
+//! The state store on a real file system: round trips, permissions, corrupt and leftover files,
+//! and the real crash test — a child process saving in a loop, killed with SIGKILL again and
+//! again, must always leave a `state.json` that parses and is one of the versions it wrote.
+//! No root needed.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "tests"
+)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shieldd::process::ProcessIdentity;
+use shieldd::ruleset::Mode;
+use shieldd::store::{ContainerState, STATE_FILE, Store, StoreError};
+
+/// Set in the child process of [`sigkill_mid_save_leaves_old_or_new_state`]: the state directory.
+const CHILD_ENV: &str = "SHIELD_STORE_CRASH_CHILD";
+
+const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn sample(id: &str) -> ContainerState {
+    ContainerState {
+        version: 1,
+        id: id.to_owned(),
+        name: "web".to_owned(),
+        profiles: vec!["base".to_owned(), "dev-node".to_owned()],
+        allowed: vec![
+            "1.2.3.4/32".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
+        denied: vec!["10.0.0.0/8".parse().unwrap()],
+        allowed_domains: vec!["example.com".to_owned()],
+        denied_domains: vec!["evil.example".to_owned()],
+        mode: Mode::DownAll,
+        process: Some(ProcessIdentity {
+            pid: 4242,
+            start_time: 987_654,
+        }),
+    }
+}
+
+/// Version `i` of the crash test's state: its content is a function of `i` alone, and large
+/// enough (tens of KiB) that a kill often lands mid-write.
+fn version(i: u64) -> ContainerState {
+    let mut state = ContainerState::new(ID, format!("v{i}"), vec![format!("p{i}")]);
+    let count = 500 + i % 500;
+    state.allowed = (0..count)
+        .map(|k| {
+            format!("10.{}.{}.{}/32", i % 256, (k / 256) % 256, k % 256)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    state.allowed_domains = (0..count).map(|k| format!("d{k}.v{i}.example")).collect();
+    state.mode = if i % 2 == 0 { Mode::Up } else { Mode::Block };
+    state
+}
+
+/// Which version `state` is, checking that it is exactly that version (not a torn mix).
+fn version_of(state: &ContainerState) -> u64 {
+    let i: u64 = state.name.strip_prefix('v').unwrap().parse().unwrap();
+    assert_eq!(*state, version(i), "state is not exactly version {i}");
+    i
+}
+
+fn mode_of(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.load(ID).unwrap(), None);
+
+    let mut state = sample(ID);
+    store.save(&state).unwrap();
+    assert_eq!(store.load(ID).unwrap(), Some(state.clone()));
+
+    // Overwrite: the new state replaces the old one; stopping clears the process.
+    state.mode = Mode::Up;
+    state.process = None;
+    state.denied.clear();
+    store.save(&state).unwrap();
+    assert_eq!(store.load(ID).unwrap(), Some(state.clone()));
+
+    // A second handle on the same directory (a restarted daemon) reads the same.
+    let reopened = Store::open(dir.path()).unwrap();
+    let (states, errors) = reopened.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(states, [state]);
+
+    // Only state.json remains: no temporary files.
+    let names: Vec<_> = fs::read_dir(store.container_dir(ID))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [STATE_FILE]);
+}
+
+#[test]
+fn file_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(&sample(ID)).unwrap();
+    let text = fs::read_to_string(store.container_dir(ID).join(STATE_FILE)).unwrap();
+    assert!(text.ends_with("}\n"));
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["mode"], "down_all");
+    assert_eq!(json["allowed"][0], "1.2.3.4/32");
+    assert_eq!(json["process"]["start_time"], 987_654);
+}
+
+#[test]
+fn permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("xdg/state/shield");
+    let store = Store::open(&state_dir).unwrap();
+    assert_eq!(mode_of(&state_dir), 0o700);
+    assert_eq!(mode_of(&state_dir.join("containers")), 0o700);
+    assert_eq!(store.containers_dir(), state_dir.join("containers"));
+    store.save(&sample(ID)).unwrap();
+    assert_eq!(mode_of(&store.container_dir(ID)), 0o700);
+    assert_eq!(mode_of(&store.container_dir(ID).join(STATE_FILE)), 0o600);
+
+    // An existing, too open directory is tightened.
+    fs::set_permissions(&state_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(store.container_dir(ID), fs::Permissions::from_mode(0o755)).unwrap();
+    let store = Store::open(&state_dir).unwrap();
+    assert_eq!(mode_of(&state_dir), 0o700);
+    store.save(&sample(ID)).unwrap();
+    assert_eq!(mode_of(&store.container_dir(ID)), 0o700);
+}
+
+#[test]
+fn leftover_temp_file_is_ignored_and_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let state = sample(ID);
+    store.save(&state).unwrap();
+    // A save by a daemon that died mid-write: half a file, never renamed. Pid 1 is never us.
+    let cdir = store.container_dir(ID);
+    let full = serde_json::to_string(&version(7)).unwrap();
+    let temp = cdir.join(".state.json.tmp.1.0");
+    fs::write(&temp, &full[..full.len() / 2]).unwrap();
+
+    assert_eq!(store.load(ID).unwrap(), Some(state.clone()));
+    let (states, errors) = store.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(states, [state.clone()]);
+    assert!(
+        !temp.exists(),
+        "load_all removes a dead writer's temporary file"
+    );
+
+    // A container whose first save never completed: only a temp file, so no state, no error.
+    let other = "deadbeef";
+    fs::create_dir(store.container_dir(other)).unwrap();
+    fs::write(
+        store.container_dir(other).join(".state.json.tmp.1.3"),
+        "{\"vers",
+    )
+    .unwrap();
+    assert_eq!(store.load(other).unwrap(), None);
+    let (states, errors) = store.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(states, [state]);
+}
+
+#[test]
+fn corrupt_state_is_reported_and_others_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let good = ["aaaa", "cccc", "eeee"].map(sample);
+    for state in &good {
+        store.save(state).unwrap();
+    }
+    let full = serde_json::to_string(&sample("bbbb")).unwrap();
+    let corrupt: [(&str, &str); 5] = [
+        ("bbbb", &full[..full.len() / 2]),        // truncated
+        ("dddd", "\0\0\0\0garbage"),              // garbage
+        ("ffff", ""),                             // empty
+        ("gggg", r#"{"version":9,"id":"gggg"}"#), // from the future
+        ("hhhh", &full),                          // another container's state
+    ];
+    for (id, content) in corrupt {
+        fs::create_dir(store.container_dir(id)).unwrap();
+        fs::write(store.container_dir(id).join(STATE_FILE), content).unwrap();
+    }
+    // A directory name that is no container id; and a stray file.
+    fs::create_dir(store.containers_dir().join("bad name")).unwrap();
+    fs::write(store.containers_dir().join("stray"), "x").unwrap();
+
+    let (states, errors) = store.load_all();
+    assert_eq!(states, good);
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 6, "{messages:#?}");
+    for id in ["bbbb", "dddd", "ffff", "gggg", "hhhh"] {
+        let path = store.container_dir(id).join(STATE_FILE);
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains(&*path.to_string_lossy())),
+            "{id}: {messages:#?}"
+        );
+    }
+    assert!(matches!(
+        errors.iter().find(|e| e.to_string().contains("gggg")),
+        Some(StoreError::Version { version: 9, .. })
+    ));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("unsupported state version 9"))
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("\"bad name\"")),
+        "{messages:#?}"
+    );
+    assert!(matches!(
+        store.load("hhhh"),
+        Err(StoreError::IdMismatch { .. })
+    ));
+    assert!(matches!(store.load("bbbb"), Err(StoreError::Parse { .. })));
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut json = serde_json::to_value(sample(ID)).unwrap();
+    json["surprise"] = serde_json::json!(1);
+    fs::create_dir(store.container_dir(ID)).unwrap();
+    fs::write(store.container_dir(ID).join(STATE_FILE), json.to_string()).unwrap();
+    let err = store.load(ID).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown field `surprise`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn concurrent_saves_of_one_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let store = store.clone();
+            scope.spawn(move || {
+                for i in 0..10 {
+                    store.save(&version(t * 100 + i)).unwrap();
+                }
+            });
+        }
+    });
+    let state = store.load(ID).unwrap().unwrap();
+    version_of(&state);
+}
+
+/// The child side of the crash test: save versions `from`, `from + 1`, … until killed.
+/// In a normal test run (no environment variable) it does nothing.
+#[test]
+fn crash_child_saves_until_killed() {
+    let Some(state_dir) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let store = Store::open(Path::new(&state_dir)).unwrap();
+    // Continue after the last durable version, so versions only ever grow.
+    let mut i = store.load(ID).unwrap().map_or(0, |s| version_of(&s) + 1);
+    // Tell the parent that saving starts now, so its timing measures saves, not process start.
+    let mut stdout = std::io::stdout();
+    stdout.write_all(b"ready\n").unwrap();
+    stdout.flush().unwrap();
+    loop {
+        store.save(&version(i)).unwrap();
+        i += 1;
+    }
+}
+
+/// The real crash test: SIGKILL a process that saves in a loop, many times, at varying moments;
+/// after every kill `state.json` parses, is exactly one of the written versions, and versions
+/// never go back (a save that returned is durable against a process crash).
+#[test]
+fn sigkill_mid_save_leaves_old_or_new_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(&version(0)).unwrap();
+
+    // How long one save takes here (file system, build profile), to spread the kills over a few.
+    let started = Instant::now();
+    for i in 1..=5 {
+        store.save(&version(i)).unwrap();
+    }
+    let save_micros = u64::try_from(started.elapsed().as_micros() / 5)
+        .unwrap()
+        .max(1);
+    let mut last = version_of(&store.load(ID).unwrap().unwrap());
+
+    let exe = std::env::current_exe().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut kills: u64 = 0;
+    let mut advanced = 0;
+    while Instant::now() < deadline || kills < 10 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child_saves_until_killed",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The test harness prints its own lines first ("running 1 test", the test's name).
+        let mut output = BufReader::new(child.stdout.take().unwrap());
+        let mut said = String::new();
+        while !said.ends_with("ready\n") {
+            let before = said.len();
+            output.read_line(&mut said).unwrap();
+            assert!(
+                said.len() > before,
+                "the child ended before saving: {said:?}"
+            );
+        }
+        // Kill at a different moment each time, anywhere within the first three saves, to land in
+        // every phase of a save: serialising, writing, fsync, rename, directory fsync.
+        let pause = kills.wrapping_mul(2_654_435_761) % (3 * save_micros);
+        std::thread::sleep(Duration::from_micros(pause));
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert!(
+            status.code().is_none(),
+            "the child died on its own: {status:?}"
+        );
+        kills += 1;
+
+        let state = store
+            .load(ID)
+            .unwrap_or_else(|err| panic!("after kill {kills}: {err}"))
+            .unwrap_or_else(|| panic!("after kill {kills}: no state"));
+        let now = version_of(&state);
+        assert!(
+            now >= last,
+            "after kill {kills}: version went back from {last} to {now}"
+        );
+        if now > last {
+            advanced += 1;
+        }
+        last = now;
+    }
+    // Otherwise the test proved nothing: the child must have saved between kills.
+    assert!(advanced > 0, "no save completed in {kills} runs");
+
+    let (states, errors) = store.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(states.len(), 1);
+    assert_eq!(version_of(&states[0]), last);
+    let leftovers: Vec<_> = fs::read_dir(store.container_dir(ID))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != STATE_FILE)
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    eprintln!(
+        "{kills} kills, {advanced} after progress, last version {last}, one save ≈ {save_micros} µs"
+    );
+}
