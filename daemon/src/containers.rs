@@ -644,7 +644,6 @@ struct Undo {
     changes: ElementChanges,
     table: Table,
     learnt: LearntAddrs,
-    mode: Mode,
 }
 
 /// Applies the kernel side of an allow/deny to a running container: interval-set differences
@@ -695,10 +694,8 @@ async fn apply_change(
         removes: changes.adds.clone(),
     };
     let attachment = Arc::clone(&running.attachment);
-    let expected = new_table.clone();
-    let mode = intent.mode;
     let to_apply = changes;
-    blocking(move || attach::apply_changes_verified(&attachment, &to_apply, &expected, mode))
+    blocking(move || attach::apply_changes_verified(&attachment, &to_apply))
         .await?
         .map_err(|source| ContainerError::Kernel {
             id: id.to_owned(),
@@ -708,7 +705,6 @@ async fn apply_change(
         changes: inverse,
         table: std::mem::replace(&mut running.table, new_table),
         learnt: std::mem::replace(&mut running.learnt, learnt),
-        mode,
     };
     Ok(undo)
 }
@@ -716,12 +712,8 @@ async fn apply_change(
 /// Puts the kernel back after a change whose state could not be saved.
 async fn undo_change(id: &str, running: &mut Running, undo: Undo) {
     let attachment = Arc::clone(&running.attachment);
-    let expected = undo.table.clone();
     let changes = undo.changes;
-    let mode = undo.mode;
-    let outcome =
-        blocking(move || attach::apply_changes_verified(&attachment, &changes, &expected, mode))
-            .await;
+    let outcome = blocking(move || attach::apply_changes_verified(&attachment, &changes)).await;
     match outcome {
         Ok(Ok(())) => {
             running.table = undo.table;

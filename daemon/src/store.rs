@@ -318,10 +318,11 @@ impl Store {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with(TEMP_PREFIX) && !name.starts_with(&own) {
-                if let Err(err) = fs::remove_file(entry.path()) {
-                    tracing::debug!(file = %entry.path().display(), error = %err, "could not remove a stale temporary state file");
-                }
+            if !name.starts_with(TEMP_PREFIX) || name.starts_with(&own) {
+                continue;
+            }
+            if let Err(err) = fs::remove_file(entry.path()) {
+                tracing::debug!(file = %entry.path().display(), error = %err, "could not remove a stale temporary state file");
             }
         }
     }

@@ -61,7 +61,11 @@ fn version(i: u64) -> ContainerState {
         })
         .collect();
     state.allowed_domains = (0..count).map(|k| format!("d{k}.v{i}.example")).collect();
-    state.mode = if i % 2 == 0 { Mode::Up } else { Mode::Block };
+    state.mode = if i.is_multiple_of(2) {
+        Mode::Up
+    } else {
+        Mode::Block
+    };
     state
 }
 
@@ -157,7 +161,7 @@ fn leftover_temp_file_is_ignored_and_cleaned() {
     assert_eq!(store.load(ID).unwrap(), Some(state.clone()));
     let (states, errors) = store.load_all();
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(states, [state.clone()]);
+    assert_eq!(states, std::slice::from_ref(&state));
     assert!(
         !temp.exists(),
         "load_all removes a dead writer's temporary file"

@@ -137,13 +137,16 @@ fn read_once(link: &mut Link<'_>) -> Result<Option<Option<KTable>>, NftError> {
     })))
 }
 
+/// Sets with their elements, as the kernel reports them.
+pub type KSets = Vec<(KSet, Vec<KElem>)>;
+
 /// Reads just the sets `names` of table `inet shield` (each with its elements), in that order,
 /// as one consistent generation. A set (or the table) that does not exist is
 /// [`NftError::MissingSet`].
 ///
 /// Cheaper than [`read`] when only some sets matter (no chains, no rules, no other set's
 /// elements), though still linear in the size of the sets asked for.
-pub fn read_sets(link: &mut Link<'_>, names: &[&str]) -> Result<Vec<(KSet, Vec<KElem>)>, NftError> {
+pub fn read_sets(link: &mut Link<'_>, names: &[&str]) -> Result<KSets, NftError> {
     for _ in 0..ATTEMPTS {
         match read_sets_once(link, names) {
             Ok(Some(sets)) => return Ok(sets),
@@ -158,10 +161,7 @@ pub fn read_sets(link: &mut Link<'_>, names: &[&str]) -> Result<Vec<(KSet, Vec<K
 }
 
 /// One pass of [`read_sets`]: `Ok(None)` when the table changed during the pass.
-fn read_sets_once(
-    link: &mut Link<'_>,
-    names: &[&str],
-) -> Result<Option<Vec<(KSet, Vec<KElem>)>>, NftError> {
+fn read_sets_once(link: &mut Link<'_>, names: &[&str]) -> Result<Option<KSets>, NftError> {
     let mut pass = Pass::default();
     let mut found: Vec<KSet> = Vec::new();
     // The set dump of a table that does not exist fails with ENOENT: that is a missing set.
