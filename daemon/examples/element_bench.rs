@@ -19,16 +19,16 @@
     reason = "a benchmark program: prints its table, fails loudly"
 )]
 
-use std::fs::File;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::Netns;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
-use std::thread;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use nix::sched::{CloneFlags, setns};
-use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
 use shieldd::nft;
 use shieldd::nft::changes::{Budget, apply_within};
 use shieldd::ruleset::build::{ALLOW_V4, DNS_V4};
@@ -61,52 +61,12 @@ fn args() -> Args {
     a
 }
 
-/// A private network namespace held by `sleep`, killed on drop.
-struct Netns {
-    child: Child,
+/// The baseline's operation, on the shared namespace fixture.
+trait NetnsExt {
+    fn nft_add(&self, addr: Ipv4Addr);
 }
 
-impl Netns {
-    fn new() -> Self {
-        assert!(
-            nix::unistd::Uid::effective().is_root(),
-            "element_bench needs root (it creates a network namespace)"
-        );
-        let child = Command::new("unshare")
-            .args(["--net", "sleep", "3600"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn unshare");
-        let ns = Self { child };
-        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::read_link(ns.path()).ok().is_none_or(|t| t == ours) {
-            assert!(Instant::now() < deadline, "unshare never entered a netns");
-            thread::sleep(Duration::from_millis(2));
-        }
-        ns
-    }
-
-    fn path(&self) -> String {
-        format!("/proc/{}/ns/net", self.child.id())
-    }
-
-    fn socket(&self) -> OwnedFd {
-        let ns = File::open(self.path()).unwrap();
-        thread::spawn(move || {
-            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
-            socket(
-                AddressFamily::Netlink,
-                SockType::Raw,
-                SockFlag::SOCK_CLOEXEC,
-                SockProtocol::NetlinkNetFilter,
-            )
-            .expect("netlink socket")
-        })
-        .join()
-        .unwrap()
-    }
-
+impl NetnsExt for Netns {
     /// The baseline: one `nsenter … nft add element` process per change.
     fn nft_add(&self, addr: Ipv4Addr) {
         let status = Command::new("nsenter")
@@ -116,13 +76,6 @@ impl Netns {
             .status()
             .expect("run nft");
         assert!(status.success(), "nft add element {addr} failed");
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

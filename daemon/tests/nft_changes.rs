@@ -16,17 +16,14 @@
     reason = "test code: a failed setup step is a failed test; timings are printed; small casts"
 )]
 
-use std::fs::File;
+mod common;
+
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
+use common::Netns;
 use ipnet::IpNet;
-use nix::sched::{CloneFlags, setns};
-use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
-use nix::unistd::Uid;
 use shieldd::nft::changes::{Budget, apply_within};
 use shieldd::nft::{self, NftError};
 use shieldd::ruleset::build::{ALLOW_V4, ALLOW_V6, DENY_V4, interval_elements};
@@ -34,82 +31,13 @@ use shieldd::ruleset::diff::{ElementChanges, element_changes};
 use shieldd::ruleset::ir::{Family, IpRange, Set, SetElement, SetKind, Table};
 use shieldd::ruleset::{Mode, Policy, build};
 
-fn require_root() {
-    assert!(
-        Uid::effective().is_root(),
-        "the nft_changes tests need root (they create network namespaces and program nftables); \
-         run them as root, e.g. in CI"
-    );
+/// Checks specific to this file, on the shared namespace fixture.
+trait NetnsExt {
+    fn oracle(&self, set: &str) -> Vec<IpRange>;
+    fn drop_table(&self);
 }
 
-/// A fresh network namespace, held by a `sleep` process that is killed on drop.
-struct Netns {
-    child: Child,
-}
-
-impl Netns {
-    fn new() -> Self {
-        require_root();
-        let child = Command::new("unshare")
-            .args(["--net", "sleep", "120"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn unshare --net sleep 120");
-        let ns = Self { child };
-        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(theirs) = std::fs::read_link(ns.path())
-                && theirs != ours
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "unshare never entered a new netns"
-            );
-            thread::sleep(Duration::from_millis(2));
-        }
-        ns
-    }
-
-    fn path(&self) -> String {
-        format!("/proc/{}/ns/net", self.child.id())
-    }
-
-    /// A NETLINK_NETFILTER socket created inside the namespace by a thread that then exits.
-    fn socket(&self) -> OwnedFd {
-        let ns = File::open(self.path()).unwrap();
-        thread::spawn(move || {
-            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns into the test netns");
-            socket(
-                AddressFamily::Netlink,
-                SockType::Raw,
-                SockFlag::SOCK_CLOEXEC,
-                SockProtocol::NetlinkNetFilter,
-            )
-            .expect("netlink socket")
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// Runs `nft ARGS` inside the namespace; panics on failure; returns stdout.
-    fn nft(&self, args: &[&str]) -> String {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", self.path()))
-            .arg("nft")
-            .args(args)
-            .output()
-            .expect("run nsenter nft");
-        assert!(
-            out.status.success(),
-            "nft {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
+impl NetnsExt for Netns {
     /// The ranges of `set` as `nft -j list set inet shield SET` reports them (the oracle).
     fn oracle(&self, set: &str) -> Vec<IpRange> {
         let json: serde_json::Value =
@@ -130,13 +58,6 @@ impl Netns {
 
     fn drop_table(&self) {
         self.nft(&["delete", "table", "inet", "shield"]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

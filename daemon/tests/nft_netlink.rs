@@ -13,18 +13,15 @@
     reason = "test code: a failed setup step is a failed test"
 )]
 
-use std::fs::File;
+mod common;
+
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::Netns;
 use ipnet::IpNet;
-use nix::sched::{CloneFlags, setns};
-use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
-use nix::unistd::Uid;
 use shieldd::nft::{self, NftError};
 use shieldd::ruleset::ir::{
     Chain, ChainPolicy, Counter, CtStates, Family, Hook, Icmpv6Type, IpRange, L4Proto, LOG_GROUP,
@@ -32,83 +29,13 @@ use shieldd::ruleset::ir::{
 };
 use shieldd::ruleset::{Mode, Policy, build, render};
 
-fn require_root() {
-    assert!(
-        Uid::effective().is_root(),
-        "the nft_netlink tests need root (they create network namespaces and program nftables); \
-         run them as root, e.g. in CI"
-    );
+/// Checks specific to this file, on the shared namespace fixture.
+trait NetnsExt {
+    fn nft_load(&self, text: &str);
+    fn listing(&self) -> String;
 }
 
-/// A fresh network namespace, held by a `sleep` process that is killed on drop.
-struct Netns {
-    child: Child,
-}
-
-impl Netns {
-    fn new() -> Self {
-        require_root();
-        let child = Command::new("unshare")
-            .args(["--net", "sleep", "60"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn unshare --net sleep 60");
-        let ns = Self { child };
-        // `unshare` changes namespace before it execs `sleep`: wait until the pid's netns differs.
-        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(theirs) = std::fs::read_link(ns.path())
-                && theirs != ours
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "unshare never entered a new netns"
-            );
-            thread::sleep(Duration::from_millis(2));
-        }
-        ns
-    }
-
-    fn path(&self) -> String {
-        format!("/proc/{}/ns/net", self.child.id())
-    }
-
-    /// A NETLINK_NETFILTER socket created inside the namespace by a thread that then exits.
-    fn socket(&self) -> OwnedFd {
-        let ns = File::open(self.path()).unwrap();
-        thread::spawn(move || {
-            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns into the test netns");
-            socket(
-                AddressFamily::Netlink,
-                SockType::Raw,
-                SockFlag::SOCK_CLOEXEC,
-                SockProtocol::NetlinkNetFilter,
-            )
-            .expect("netlink socket")
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// Runs `nft ARGS` inside the namespace; panics on failure; returns stdout.
-    fn nft(&self, args: &[&str]) -> String {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", self.path()))
-            .arg("nft")
-            .args(args)
-            .output()
-            .expect("run nsenter nft");
-        assert!(
-            out.status.success(),
-            "nft {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
+impl NetnsExt for Netns {
     /// Loads `text` with `nft -f`.
     fn nft_load(&self, text: &str) {
         let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -119,13 +46,6 @@ impl Netns {
     /// `nft list table inet shield`, without the parts that vary (counter values, expiry).
     fn listing(&self) -> String {
         normalize(&self.nft(&["list", "table", "inet", "shield"]))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
