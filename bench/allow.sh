@@ -4,7 +4,7 @@
 # client), against `nsenter --net=/proc/PID/ns/net nft add element inet shield allow_v4 { IP }`,
 # interleaved in one run, on a near-empty allow set and again after a bulk load of 100 000
 # addresses through the API. Release build; needs root. Arguments go to allow-bench:
-#   bench/allow.sh [--count 500] [--count-big 100] [--warmup 20] [--bulk 100000] [--log info]
+#   bench/allow.sh [--count 500] [--count-big 100] [--big-budget 20] [--warmup 20] [--bulk 100000] [--log info]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then

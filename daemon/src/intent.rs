@@ -4,6 +4,8 @@
 //! deny sets. Deny wins in the kernel because the deny rules come first; allowing a target that
 //! is denied lifts the deny, and denying a target that was live-allowed withdraws the allow.
 
+use std::collections::HashSet;
+
 use ipnet::IpNet;
 
 use crate::profiles::{DomainPattern, Entry, EntryError};
@@ -136,12 +138,11 @@ impl Intent {
     /// The ruleset policy: profile addresses and live allows in the allow sets, denies in the
     /// deny sets.
     pub fn policy(&self, profile_nets: &[IpNet]) -> Policy {
+        // A set for membership: with many thousands of live allows a list scan per entry would
+        // make every change quadratic in the size of the policy.
+        let mut seen: HashSet<IpNet> = profile_nets.iter().copied().collect();
         let mut allow = profile_nets.to_vec();
-        for net in &self.allowed {
-            if !allow.contains(net) {
-                allow.push(*net);
-            }
-        }
+        allow.extend(self.allowed.iter().filter(|net| seen.insert(**net)));
         Policy {
             allow,
             deny: self.denied.clone(),
