@@ -419,7 +419,18 @@ impl Containers {
                 }
             })
             .collect();
-        if change == Change::Allow {
+        let allows_domain = change == Change::Allow
+            && outcomes
+                .iter()
+                .any(|outcome| matches!(outcome.target, Target::Domain(_)));
+        if !allows_domain && outcomes.iter().all(|outcome| !outcome.changed) {
+            // Every target is already as asked: nothing to apply, nothing to save. (A domain
+            // allow still goes on: resolving again refreshes its addresses.)
+            let snapshot = snapshot(&container)
+                .ok_or_else(|| ContainerError::Internal("changed without state".into()))?;
+            return Ok((snapshot, outcomes));
+        }
+        if allows_domain {
             self.resolve_allowed_domains(&id, &mut outcomes).await;
         }
 
