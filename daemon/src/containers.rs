@@ -326,13 +326,7 @@ impl Containers {
         if let Err(source) = self.store.save(&state) {
             // Without a record of it, a restart could not restore this container: refuse the
             // start. Its table stays in the kernel, enforcing, until the namespace goes away.
-            release(Some(Running {
-                pid,
-                attached_at: SystemTime::now(),
-                attachment: Arc::new(attachment),
-                table,
-                learnt: LearntAddrs::default(),
-            }));
+            tokio::task::spawn_blocking(move || drop(attachment));
             return Err(ContainerError::Store {
                 id: id.to_owned(),
                 source,
