@@ -291,8 +291,34 @@ impl Containers {
         pid: u32,
     ) -> Result<Snapshot, ContainerError> {
         let profile = self.profiles.compose(&profiles)?;
-        let container = self.entry(id, name);
-        let mut container = container.lock().await;
+        let entry = self.entry(id, name);
+        let mut container = entry.lock().await;
+        let attached = self
+            .attach_locked(&mut container, id, name, profiles, profile, pid)
+            .await;
+        if attached.is_err() && container.state.is_none() {
+            // A container shield never attached leaves no trace: a leftover entry would make
+            // later lookups of its name ambiguous.
+            let mut entries = self.entries();
+            if entries
+                .get(id)
+                .is_some_and(|known| Arc::ptr_eq(&known.container, &entry))
+            {
+                entries.remove(id);
+            }
+        }
+        attached
+    }
+
+    async fn attach_locked(
+        &self,
+        container: &mut Container,
+        id: &str,
+        name: &str,
+        profiles: Vec<String>,
+        profile: ProfileEntries,
+        pid: u32,
+    ) -> Result<Snapshot, ContainerError> {
         let stored = match container.state.clone() {
             Some(state) => Some(state),
             None => self
@@ -352,8 +378,7 @@ impl Containers {
             table,
             learnt: LearntAddrs::default(),
         });
-        snapshot(&container)
-            .ok_or_else(|| ContainerError::Internal("attached without state".into()))
+        snapshot(container).ok_or_else(|| ContainerError::Internal("attached without state".into()))
     }
 
     /// Records a container's stop (poststop): its sockets are released, its intent kept.

@@ -359,6 +359,36 @@ async fn bad_requests_are_refused_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn refused_attaches_leave_no_trace() {
+    let daemon = Daemon::start(&[]).await;
+    let mut client = daemon.client().await;
+    for id in ["ghost1", "ghost2"] {
+        let refused = client
+            .container_created(pb::ContainerCreatedRequest {
+                // No such process: refused after the daemon has looked the container up.
+                state: Some(state(id, u32::MAX, &[("shield.name", "web")])),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::FailedPrecondition,
+            "{}",
+            refused.message()
+        );
+    }
+    // Two refused containers named "web" must not make the name ambiguous.
+    let lookup = client
+        .get_container(pb::GetContainerRequest {
+            container: "web".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(lookup.code(), Code::NotFound, "{}", lookup.message());
+    daemon.stop().await;
+}
+
+#[tokio::test]
 async fn oversized_requests_are_refused() {
     let daemon = Daemon::start(&[]).await;
     let mut client = daemon.client().await;
