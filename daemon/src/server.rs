@@ -76,18 +76,32 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
             source,
         })?;
     }
-    let listener = UnixListener::bind(path).map_err(|source| ServerError::Bind {
+    let listener = bind_private(path).map_err(|source| ServerError::Bind {
         path: path.to_owned(),
         source,
     })?;
-    // The directory is 0700 already, so there is no window in which others can connect.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        ServerError::Bind {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
     Ok(listener)
+}
+
+/// Binds a listening socket whose file is mode 0600 from the moment it exists.
+///
+/// Linux creates the socket file with the mode of the socket's inode (less the umask), so
+/// `fchmod` before `bind` leaves no moment at which the file has a wider mode — without
+/// touching the process-wide umask.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    nix::sys::stat::fchmod(&fd, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(path)?)?;
+    listen(&fd, Backlog::MAXCONN)?;
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
 }
 
 fn secure_directory(dir: &Path, uid: u32) -> Result<(), ServerError> {

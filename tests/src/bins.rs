@@ -120,6 +120,17 @@ pub fn public_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
         .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let path = dir.path().join(name);
-    std::fs::copy(bin(name), &path).expect("copy binary");
+    place(name, &path);
     (dir, path)
+}
+
+/// Puts binary `name` at `path`: a hard link when it can be one, else a copy.
+///
+/// A copy is written through a file descriptor, and a test thread that forks meanwhile (every
+/// `Command::spawn`) holds that descriptor until its child execs: running the copy then fails
+/// with ETXTBSY ("text file busy"). A hard link never opens the file for writing.
+pub fn place(name: &str, path: &std::path::Path) {
+    if std::fs::hard_link(bin(name), path).is_err() {
+        std::fs::copy(bin(name), path).expect("copy binary");
+    }
 }

@@ -98,7 +98,7 @@ impl DaemonBuilder {
                 fs::create_dir_all(&b).expect("mkdir bin");
                 fs::set_permissions(&b, fs::Permissions::from_mode(0o755)).expect("chmod");
                 for name in [bins::SHIELDD, bins::SHIELD_HOOK, bins::SHIELDCTL] {
-                    fs::copy(bins::bin(name), b.join(name)).expect("copy binary");
+                    bins::place(name, &b.join(name));
                 }
                 b
             }
