@@ -578,3 +578,57 @@ fn helper_run_by_hand_refuses() {
         "shieldd nshelper: shieldd nshelper is internal: the daemon starts it with a socket on stdin\n"
     );
 }
+
+/// Signals arriving while the daemon waits for the helper's reply must not fail the attach:
+/// a receive with `SO_RCVTIMEO` is never restarted by the kernel, so the daemon retries it.
+#[test]
+fn signals_during_the_exchange_do_not_fail_it() {
+    use nix::sys::pthread::{pthread_kill, pthread_self};
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    extern "C" fn ignore(_: libc::c_int) {}
+
+    require_root();
+    let container = Container::rootful();
+    let ns = ContainerNamespace::open(container.pid).unwrap();
+    let helper = HelperCommand::new(SHIELDD);
+    // A handler without SA_RESTART, as any signal handling in the daemon may install.
+    let action = SigAction::new(
+        SigHandler::Handler(ignore),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    #[allow(unsafe_code, reason = "installing a no-op signal handler")]
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    let previous = unsafe { sigaction(Signal::SIGUSR2, &action) }.unwrap();
+
+    let target = pthread_self();
+    let done = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let done = Arc::clone(&done);
+        thread::spawn(move || {
+            let mut sent = 0_u32;
+            while !done.load(Ordering::Relaxed) {
+                pthread_kill(target, Signal::SIGUSR2).unwrap();
+                sent += 1;
+                thread::sleep(Duration::from_micros(20));
+            }
+            sent
+        })
+    };
+    let results: Vec<Result<(), NetnsError>> = (0..50)
+        .map(|_| create_sockets(&helper, &ns, &SocketRequest::nftables_only()).map(drop))
+        .collect();
+    done.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    #[allow(unsafe_code, reason = "restoring the previous signal disposition")]
+    // SAFETY: restores what was installed before this test.
+    unsafe { sigaction(Signal::SIGUSR2, &previous) }.unwrap();
+
+    assert!(sent > 100, "only {sent} signals were sent");
+    for result in results {
+        result.expect("an attach under a stream of signals");
+    }
+}

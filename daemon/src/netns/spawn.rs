@@ -138,7 +138,7 @@ fn exchange(
 ) -> Result<ContainerSockets, NetnsError> {
     let mut fds: Vec<BorrowedFd<'_>> = vec![ns.netns()];
     fds.extend(ns.user());
-    if let Err(e) = transport::send(ours.as_fd(), bytes, &fds) {
+    if let Err(e) = send_retrying(ours, bytes, &fds) {
         // EPIPE/ECONNRESET: the helper is already gone, and its exit status says more.
         return Err(match e {
             Errno::EPIPE | Errno::ECONNRESET => process.died(deadline),
@@ -146,10 +146,7 @@ fn exchange(
         });
     }
 
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    setsockopt(ours, sockopt::ReceiveTimeout, &timeval(remaining))
-        .map_err(|e| channel_error("set the receive timeout", e))?;
-    let (data, received) = match transport::recv(ours.as_fd()) {
+    let (data, received) = match recv_until(ours, deadline) {
         Ok(Received::Message { data, fds }) => (data, fds),
         // ECONNRESET: the helper exited with our request still unread.
         Ok(Received::Closed) | Err(RecvError::Os(Errno::ECONNRESET)) => {
@@ -187,6 +184,35 @@ fn exchange(
         });
     }
     wire::assemble(plan, received, observed).map_err(|reason| NetnsError::Protocol { reason })
+}
+
+/// Sends the request, again when a signal interrupted the call before anything was sent.
+fn send_retrying(ours: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Errno> {
+    loop {
+        match transport::send(ours.as_fd(), bytes, fds) {
+            Err(Errno::EINTR) => {}
+            result => return result,
+        }
+    }
+}
+
+/// Receives the reply, waiting at most until `deadline`.
+///
+/// A receive with `SO_RCVTIMEO` set is never restarted by the kernel (`SA_RESTART` does not
+/// apply, see signal(7)), so any signal handled by the daemon would otherwise fail the attach:
+/// retry with the time that is left.
+fn recv_until(ours: &OwnedFd, deadline: Instant) -> Result<Received, RecvError> {
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(RecvError::Os(Errno::EAGAIN));
+        }
+        setsockopt(ours, sockopt::ReceiveTimeout, &timeval(remaining)).map_err(RecvError::Os)?;
+        match transport::recv(ours.as_fd()) {
+            Err(RecvError::Os(Errno::EINTR)) => {}
+            result => return result,
+        }
+    }
 }
 
 /// A helper that has handed over its sockets and is exiting; [`Self::reap`] collects its status.
