@@ -558,10 +558,47 @@ fn helper_reports_bind_failures() {
     assert!(matches!(err, NetnsError::Helper { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "namespace helper failed: cannot create the DNS UDP socket on 127.0.0.1:5353: Address \
-         already in use (os error 98) (is another DNS server listening in the container?)"
+        "namespace helper failed: cannot create the DNS UDP socket on 127.0.0.1:5353: \
+         EADDRINUSE: Address already in use (is another DNS server listening in the container?)"
     );
     drop(held);
+}
+
+/// A namespace whose loopback is still down (no 127.0.0.1, no ::1 yet) can be attached: the DNS
+/// sockets are bound with IP_FREEBIND and receive once `lo` comes up.
+#[test]
+fn dns_listeners_bind_before_loopback_is_up() {
+    require_root();
+    let mut child = Command::new("unshare")
+        .args(["--net", "--", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let own = own_netns();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while NamespaceId::of_path(format!("/proc/{pid}/ns/net")).is_ok_and(|id| id == own) {
+        assert!(Instant::now() < deadline, "unshare never entered its namespace");
+        thread::sleep(Duration::from_millis(2));
+    }
+    let ns = ContainerNamespace::open(pid).unwrap();
+    let request = SocketRequest {
+        nflog: false,
+        dns: SocketRequest::DNS_LOOPBACK.to_vec(),
+    };
+    let sockets = create_sockets(&HelperCommand::new(SHIELDD), &ns, &request).unwrap();
+    let status = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "bash", "-c"])
+        .arg("ip link set lo up && printf ping >/dev/udp/127.0.0.1/53")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let udp = &sockets.dns[0].udp;
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0_u8; 16];
+    let (n, _) = udp.recv_from(&mut buf).expect("datagram after lo came up");
+    assert_eq!(&buf[..n], b"ping");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]

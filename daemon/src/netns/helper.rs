@@ -11,15 +11,16 @@
 use std::fmt::Display;
 use std::fs;
 use std::io;
-use std::net::{TcpListener, UdpSocket};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns};
 use nix::sys::socket::{
-    AddressFamily, SockFlag, SockProtocol, SockType, getsockopt, socket, sockopt,
+    AddressFamily, Backlog, SockFlag, SockProtocol, SockType, SockaddrStorage, bind, getsockopt,
+    listen, setsockopt, socket, sockopt,
 };
 
 use super::namespace::NamespaceId;
@@ -191,22 +192,45 @@ fn create(kind: SocketKind) -> Result<OwnedFd, String> {
             };
             failure(&format!("cannot create {kind}"), e, hint)
         }),
-        // std binds with CLOEXEC, and with SO_REUSEADDR for TCP, so a re-attach after a daemon
-        // restart is not refused because of connections in TIME_WAIT.
-        SocketKind::DnsUdp(addr) => UdpSocket::bind(addr)
-            .map(OwnedFd::from)
-            .map_err(|e| bind_failure(kind, &e)),
-        SocketKind::DnsTcp(addr) => TcpListener::bind(addr)
-            .map(OwnedFd::from)
-            .map_err(|e| bind_failure(kind, &e)),
+        SocketKind::DnsUdp(addr) => {
+            dns_socket(addr, SockType::Datagram).map_err(|e| bind_failure(kind, e))
+        }
+        SocketKind::DnsTcp(addr) => {
+            dns_socket(addr, SockType::Stream).map_err(|e| bind_failure(kind, e))
+        }
     }
 }
 
-fn bind_failure(kind: SocketKind, e: &io::Error) -> String {
-    let hint = match e.raw_os_error() {
-        Some(libc::EADDRINUSE) => "is another DNS server listening in the container?",
-        Some(libc::EADDRNOTAVAIL) => "is the container's loopback interface up, with IPv6 for ::1?",
-        Some(libc::EACCES) => "a port below 1024 needs root in the container's user namespace",
+/// A DNS socket bound to `addr` (and listening, for TCP).
+///
+/// `IP_FREEBIND` lets the bind succeed before the container's loopback is up (a fresh network
+/// namespace has no 127.0.0.1 until `lo` goes up, and no ::1 without IPv6): the socket receives
+/// as soon as the address exists. `SO_REUSEADDR` on TCP keeps a re-attach after a daemon restart
+/// from being refused because of connections in TIME_WAIT.
+fn dns_socket(addr: SocketAddr, kind: SockType) -> Result<OwnedFd, Errno> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::IpFreebind, &true)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    if kind == SockType::Stream {
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    if kind == SockType::Stream {
+        listen(&fd, Backlog::new(128)?)?;
+    }
+    Ok(fd)
+}
+
+fn bind_failure(kind: SocketKind, e: Errno) -> String {
+    let hint = match e {
+        Errno::EADDRINUSE => "is another DNS server listening in the container?",
+        Errno::EACCES => "a port below 1024 needs root in the container's user namespace",
         _ => "",
     };
     failure(&format!("cannot create {kind}"), e, hint)
