@@ -303,6 +303,13 @@ impl Shield for FakeDaemon {
         };
         Ok(Response::new(stream))
     }
+
+    async fn get_dns(
+        &self,
+        _: Request<v1::GetDnsRequest>,
+    ) -> Result<Response<v1::GetDnsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves `daemon` on a fresh socket from a background thread.

@@ -7,7 +7,9 @@
 use std::os::fd::{AsFd as _, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use crate::netns::{ContainerNamespace, ContainerSockets, HelperPool, NetnsError, SocketRequest};
+use crate::netns::{
+    ContainerNamespace, ContainerSockets, DnsListener, HelperPool, NetnsError, SocketRequest,
+};
 use crate::nft::{self, NftError};
 use crate::process::{self, ProcessIdentity};
 use crate::ruleset::diff::ElementChanges;
@@ -24,6 +26,21 @@ impl Attachment {
     /// The container's nf_tables netlink socket.
     pub fn nftables(&self) -> BorrowedFd<'_> {
         self.sockets.nftables.as_fd()
+    }
+
+    /// Takes the DNS listeners out, for the container's DNS proxy (which then owns them: they
+    /// pin the network namespace until the proxy stops).
+    pub fn take_dns_listeners(&mut self) -> Vec<DnsListener> {
+        std::mem::take(&mut self.sockets.dns)
+    }
+}
+
+/// The sockets an attach asks the helper for: nf_tables, and the DNS listeners that the
+/// container's resolv.conf points at.
+fn socket_request() -> SocketRequest {
+    SocketRequest {
+        nflog: false,
+        dns: SocketRequest::DNS_LOOPBACK.to_vec(),
     }
 }
 
@@ -94,7 +111,7 @@ pub fn attach(
     let namespace = ContainerNamespace::open(pid)?;
     // Read after the namespace is pinned: the runtime keeps the pid alive while the hook runs.
     let identity = process::identity(pid).map_err(|_| AttachError::ProcessGone { pid })?;
-    let sockets = helpers.create_sockets(&namespace, &SocketRequest::nftables_only())?;
+    let sockets = helpers.create_sockets(&namespace, &socket_request())?;
     let helper_done = Instant::now();
     let attachment = Attachment { sockets };
     apply_verified(&attachment, table, mode)?;
@@ -131,7 +148,7 @@ pub fn reattach(
     if !process::is_same_process(&identity) {
         return Err(AttachError::ProcessGone { pid });
     }
-    let sockets = helpers.create_sockets(&namespace, &SocketRequest::nftables_only())?;
+    let sockets = helpers.create_sockets(&namespace, &socket_request())?;
     let attachment = Attachment { sockets };
     if let Some(kernel) = read_back(&attachment)?
         && verify_except_dns(expected, &kernel, mode).is_ok()

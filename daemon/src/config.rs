@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::dns::names::Unlisted;
+
 /// Settings read from `config.toml`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,6 +40,12 @@ impl Default for Config {
 /// upstream = ["127.0.0.1:5353"]   # default: the nameservers of /etc/resolv.conf
 /// min_ttl = "30s"
 /// max_ttl = "1h"
+/// timeout = "2s"
+/// unlisted = "nxdomain"           # or "forward": resolve other names, let nothing through
+/// max_name_length = 200
+/// rate_limit = 500                # queries per second per container, sustained
+/// rate_burst = 1000
+/// cache_size = 1024               # answers kept per container
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,6 +62,22 @@ pub struct DnsConfig {
     /// the name has moved away from it.
     #[serde(deserialize_with = "duration::deserialize")]
     pub max_ttl: Duration,
+    /// How long the DNS proxy waits for the upstream resolvers to answer one query, retries and
+    /// the other resolvers included, before the container's query fails. Bounded (at most
+    /// [`MAX_DNS_TIMEOUT`]) because the container's resolver is waiting.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+    /// What the DNS proxy does with a name that is not allowlisted, in `up` mode.
+    pub unlisted: Unlisted,
+    /// Longest query name the proxy answers (REFUSED above it): long names are how data leaves
+    /// through DNS.
+    pub max_name_length: usize,
+    /// Queries per second one container may send, sustained (REFUSED above it).
+    pub rate_limit: u32,
+    /// Queries one container may send at once above `rate_limit`.
+    pub rate_burst: u32,
+    /// Answers the proxy keeps per container.
+    pub cache_size: usize,
 }
 
 impl Default for DnsConfig {
@@ -62,13 +86,19 @@ impl Default for DnsConfig {
             upstream: None,
             min_ttl: Duration::from_secs(30),
             max_ttl: Duration::from_secs(3600),
+            timeout: Duration::from_secs(2),
+            unlisted: Unlisted::NxDomain,
+            max_name_length: 200,
+            rate_limit: 500,
+            rate_burst: 1000,
+            cache_size: 1024,
         }
     }
 }
 
 impl DnsConfig {
-    /// Checks what serde cannot: `min_ttl <= max_ttl`, a non-empty `upstream` list, and a TTL
-    /// range that the kernel's set-element timeouts can hold.
+    /// Checks what serde cannot: `min_ttl <= max_ttl`, a non-empty `upstream` list, a TTL
+    /// range that the kernel's set-element timeouts can hold, and a usable `timeout`.
     fn validate(&self) -> Result<(), String> {
         if self.min_ttl > self.max_ttl {
             return Err(format!(
@@ -90,6 +120,22 @@ impl DnsConfig {
                 humantime::format_duration(MAX_DNS_TTL)
             ));
         }
+        if self.timeout.is_zero() || self.timeout > MAX_DNS_TIMEOUT {
+            return Err(format!(
+                "dns.timeout ({}) must be more than 0s and at most {}",
+                humantime::format_duration(self.timeout),
+                humantime::format_duration(MAX_DNS_TIMEOUT)
+            ));
+        }
+        if !(1..=253).contains(&self.max_name_length) {
+            return Err(format!(
+                "dns.max_name_length ({}) must be between 1 and 253",
+                self.max_name_length
+            ));
+        }
+        if self.rate_limit == 0 || self.rate_burst == 0 {
+            return Err("dns.rate_limit and dns.rate_burst must be at least 1".to_owned());
+        }
         if self.upstream.as_ref().is_some_and(Vec::is_empty) {
             return Err(
                 "dns.upstream is empty: list at least one IP:PORT, or leave the key out to use /etc/resolv.conf"
@@ -102,6 +148,10 @@ impl DnsConfig {
 
 /// The longest `dns.max_ttl` accepted.
 const MAX_DNS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The longest `dns.timeout` accepted: stub resolvers give up long before (glibc after 5 s per
+/// try), so a longer wait only holds the proxy's resources for an answer nobody reads.
+pub const MAX_DNS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Durations written as humantime strings (`"30s"`, `"1h"`, `"1h 30m"`).
 mod duration {
@@ -296,6 +346,25 @@ mod tests {
         assert_eq!(dns.upstream, None);
         assert_eq!(dns.min_ttl, Duration::from_secs(30));
         assert_eq!(dns.max_ttl, Duration::from_secs(3600));
+        assert_eq!(dns.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn dns_timeout_is_read_and_bounded() {
+        let dns = parse("[dns]\ntimeout = \"500ms\"\n").unwrap().dns;
+        assert_eq!(dns.timeout, Duration::from_millis(500));
+        let dns = parse("[dns]\ntimeout = \"30s\"\n").unwrap().dns;
+        assert_eq!(dns.timeout, Duration::from_secs(30));
+        for bad in ["0s", "31s", "1h"] {
+            let err = parse(&format!("[dns]\ntimeout = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("dns.timeout"), "{bad}: {err}");
+        }
+        let err = parse("[dns]\ntimeout = \"later\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timeout") && err.contains("later"), "{err}");
     }
 
     #[test]

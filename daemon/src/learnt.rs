@@ -35,13 +35,19 @@ impl LearntAddrs {
         holders.expires = holders.expires.max(expires);
     }
 
-    /// Forgets `name`; returns the addresses that no other name holds any more (they must leave
-    /// the dns sets).
-    pub fn forget(&mut self, name: &str, now: Instant) -> Vec<IpAddr> {
+    /// Forgets every name for which `forgotten` holds (the names a new deny matches); returns
+    /// the addresses that no remaining name holds any more (they must leave the dns sets).
+    pub fn forget_where(
+        &mut self,
+        mut forgotten: impl FnMut(&str) -> bool,
+        now: Instant,
+    ) -> Vec<IpAddr> {
         self.prune(now);
         let mut orphans = Vec::new();
         for (addr, holders) in &mut self.addrs {
-            if holders.names.remove(name) && holders.names.is_empty() {
+            let before = holders.names.len();
+            holders.names.retain(|name| !forgotten(name));
+            if holders.names.is_empty() && before > 0 {
                 orphans.push(*addr);
             }
         }
@@ -49,6 +55,21 @@ impl LearntAddrs {
             self.addrs.remove(addr);
         }
         orphans
+    }
+
+    /// Every name with its addresses and the time each has left at `now`, ordered by name; for
+    /// `shieldctl dns`.
+    pub fn by_name(&self, now: Instant) -> BTreeMap<String, Vec<(IpAddr, Duration)>> {
+        let mut names: BTreeMap<String, Vec<(IpAddr, Duration)>> = BTreeMap::new();
+        for (addr, holders) in self.addrs.iter().filter(|(_, h)| h.expires > now) {
+            for name in &holders.names {
+                names
+                    .entry(name.clone())
+                    .or_default()
+                    .push((*addr, holders.expires - now));
+            }
+        }
+        names
     }
 
     /// Every address still valid at `now`, with the time it has left (at least 1 ms, so that
@@ -98,10 +119,38 @@ mod tests {
         learnt.learn("a.example", ip("192.0.2.1"), Duration::from_secs(60), now);
         learnt.learn("a.example", ip("192.0.2.2"), Duration::from_secs(60), now);
         learnt.learn("b.example", ip("192.0.2.2"), Duration::from_secs(60), now);
-        assert_eq!(learnt.forget("a.example", now), vec![ip("192.0.2.1")]);
+        assert_eq!(
+            learnt.forget_where(|name| name == "a.example", now),
+            vec![ip("192.0.2.1")]
+        );
         assert_eq!(learnt.len(), 1);
-        assert_eq!(learnt.forget("b.example", now), vec![ip("192.0.2.2")]);
+        assert_eq!(
+            learnt.forget_where(|name| name == "b.example", now),
+            vec![ip("192.0.2.2")]
+        );
         assert!(learnt.is_empty());
+    }
+
+    #[test]
+    fn forget_where_matches_several_names_and_by_name_lists_them() {
+        let now = Instant::now();
+        let mut learnt = LearntAddrs::default();
+        let minute = Duration::from_secs(60);
+        learnt.learn("api.example.com", ip("192.0.2.1"), minute, now);
+        learnt.learn("cdn.example.com", ip("192.0.2.2"), minute, now);
+        learnt.learn("other.test", ip("192.0.2.2"), minute, now);
+        let listed = learnt.by_name(now + Duration::from_secs(10));
+        assert_eq!(
+            listed.get("cdn.example.com"),
+            Some(&vec![(ip("192.0.2.2"), Duration::from_secs(50))])
+        );
+        assert_eq!(listed.len(), 3);
+        let orphans = learnt.forget_where(|name| name.ends_with(".example.com"), now);
+        assert_eq!(orphans, vec![ip("192.0.2.1")]);
+        assert_eq!(
+            learnt.by_name(now).keys().collect::<Vec<_>>(),
+            vec!["other.test"]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod attach;
 pub mod audit;
 pub mod config;
 pub mod containers;
+pub mod dns;
 pub mod intent;
 pub mod learnt;
 pub mod netns;

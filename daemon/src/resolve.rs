@@ -12,8 +12,7 @@
 //! hickory's own answer cache is switched off, and the TTLs are the ones the upstream sent.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -28,9 +27,8 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
 use crate::config::DnsConfig;
-
-/// The host's resolver configuration, used when `dns.upstream` is not set.
-pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+pub use crate::dns::servers::RESOLV_CONF;
+use crate::dns::servers::{ServerList, ServersError, UpstreamServers};
 
 /// How long one [`HostResolver::resolve`] may take, A and AAAA together, retries included.
 ///
@@ -103,8 +101,10 @@ pub enum ResolveError {
 /// Cheap to share behind an `Arc`; [`resolve`](Self::resolve) takes `&self` and may run
 /// concurrently.
 pub struct HostResolver {
-    /// Where the upstream resolvers come from.
-    source: Source,
+    /// The upstream resolvers, kept current (resolv.conf changes included).
+    servers: UpstreamServers,
+    /// The resolver built for the list last seen, rebuilt when the list changes.
+    built: Mutex<Built>,
     /// `dns.min_ttl`.
     min_ttl: Duration,
     /// `dns.max_ttl`.
@@ -113,59 +113,12 @@ pub struct HostResolver {
     deadline: Duration,
 }
 
-/// Where the upstream resolvers come from.
-enum Source {
-    /// `dns.upstream`: fixed for the daemon's life.
-    Explicit(TokioResolver),
-    /// A resolv.conf, re-read when it changes (NetworkManager, systemd-resolved and DHCP
-    /// clients rewrite it when the host changes network).
-    System {
-        /// The file.
-        path: PathBuf,
-        /// The resolver built from the file as it was when last read.
-        current: Mutex<SystemResolver>,
-    },
-}
-
-/// A resolver built from one version of a resolv.conf.
-struct SystemResolver {
-    /// Identifies the version read; `None` if it could not be stat'ed then.
-    stamp: Option<FileStamp>,
-    /// The nameservers that version lists (for `Debug` and tests).
-    servers: Vec<IpAddr>,
-    /// Built from that version. `TokioResolver` is a handle: clones share connections.
+/// A resolver built for one version of the upstream list.
+struct Built {
+    /// The list it was built for.
+    list: ServerList,
+    /// `TokioResolver` is a handle: clones share connections.
     resolver: TokioResolver,
-}
-
-/// Enough of a file's metadata to notice that it was rewritten or replaced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
-    /// Device, so a bind mount swap is noticed.
-    dev: u64,
-    /// Inode: replacing the file by rename (the usual way) changes it.
-    ino: u64,
-    /// Size and modification time: an in-place rewrite changes at least one of them.
-    len: u64,
-    /// Modification time, seconds.
-    mtime: i64,
-    /// Modification time, nanoseconds.
-    mtime_nsec: i64,
-}
-
-impl FileStamp {
-    /// The stamp of `path` now, or `None` if it cannot be stat'ed.
-    fn of(path: &Path) -> Option<Self> {
-        // A blocking stat on an async thread: it is one syscall on a small local file, far
-        // cheaper than handing it to the blocking pool.
-        let meta = std::fs::metadata(path).ok()?;
-        Some(Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        })
-    }
 }
 
 impl HostResolver {
@@ -178,35 +131,14 @@ impl HostResolver {
     /// Like [`new`](Self::new), but reads `resolv_conf` instead of `/etc/resolv.conf` when
     /// `config.upstream` is not set.
     pub fn with_resolv_conf(config: &DnsConfig, resolv_conf: &Path) -> Result<Self, ResolveError> {
-        let source = match &config.upstream {
-            Some(upstream) => {
-                let servers = upstream
-                    .iter()
-                    .map(|addr| {
-                        let mut udp = ConnectionConfig::udp();
-                        udp.port = addr.port();
-                        let mut tcp = ConnectionConfig::tcp();
-                        tcp.port = addr.port();
-                        NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-                    })
-                    .collect();
-                let resolver = build(
-                    ResolverConfig::from_parts(None, vec![], servers),
-                    ResolverOpts::default(),
-                )?;
-                Source::Explicit(resolver)
-            }
-            None => {
-                let path = resolv_conf.to_owned();
-                let current = read_system(&path)?;
-                Source::System {
-                    path,
-                    current: Mutex::new(current),
-                }
-            }
-        };
+        let servers = UpstreamServers::with_resolv_conf(config, resolv_conf).map_err(
+            |ServersError::ResolvConf { path, source }| ResolveError::SystemConf { path, source },
+        )?;
+        let list = servers.list();
+        let resolver = build(&list)?;
         Ok(Self {
-            source,
+            servers,
+            built: Mutex::new(Built { list, resolver }),
             min_ttl: config.min_ttl,
             max_ttl: config.max_ttl,
             deadline: DEFAULT_DEADLINE,
@@ -284,53 +216,41 @@ impl HostResolver {
             .collect())
     }
 
-    /// The resolver to use now; for a resolv.conf source, rebuilt first if the file changed.
+    /// The resolver to use now, rebuilt first if the upstream list changed (a rewritten
+    /// resolv.conf).
     fn current(&self) -> TokioResolver {
-        match &self.source {
-            Source::Explicit(resolver) => resolver.clone(),
-            Source::System { path, current } => Self::refresh(path, current).resolver.clone(),
+        let list = self.servers.list();
+        // A poisoned lock only means another caller panicked while swapping the resolver; the
+        // value inside is still a whole resolver.
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        if built.list != list {
+            match build(&list) {
+                Ok(resolver) => built.resolver = resolver,
+                // Keep resolving with the previous servers rather than with none.
+                Err(err) => {
+                    tracing::warn!(error = %err, "keeping the resolver of the previous upstreams");
+                }
+            }
+            // Either way this list has been dealt with: do not retry (and warn) per query.
+            built.list = list;
         }
+        built.resolver.clone()
     }
 
     /// The nameservers of the resolv.conf in use, re-read first if it changed; `None` when the
     /// upstreams come from `dns.upstream`.
     pub fn system_servers(&self) -> Option<Vec<IpAddr>> {
-        match &self.source {
-            Source::Explicit(_) => None,
-            Source::System { path, current } => Some(Self::refresh(path, current).servers.clone()),
-        }
-    }
-
-    /// Locks the resolv.conf state, rebuilding the resolver first if the file changed.
-    fn refresh<'a>(
-        path: &Path,
-        current: &'a Mutex<SystemResolver>,
-    ) -> std::sync::MutexGuard<'a, SystemResolver> {
-        // A poisoned lock only means another caller panicked while swapping the resolver; the
-        // value inside is still a whole resolver.
-        let mut current = current.lock().unwrap_or_else(PoisonError::into_inner);
-        let stamp = FileStamp::of(path);
-        if stamp != current.stamp {
-            match read_system(path) {
-                Ok(fresh) => *current = fresh,
-                Err(err) => {
-                    // Keep resolving with the last good servers rather than with none; remember
-                    // the stamp so the warning is not repeated on every query.
-                    tracing::warn!(error = %err, "keeping the previous upstream resolvers");
-                    current.stamp = stamp;
-                }
-            }
-        }
-        current
+        self.servers.resolv_conf()?;
+        Some(self.servers.current().iter().map(SocketAddr::ip).collect())
     }
 }
 
 impl std::fmt::Debug for HostResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Not `system_servers()`: formatting must not re-read files.
-        let source = match &self.source {
-            Source::Explicit(_) => "dns.upstream".to_owned(),
-            Source::System { path, .. } => path.display().to_string(),
+        let source = match self.servers.resolv_conf() {
+            None => "dns.upstream".to_owned(),
+            Some(path) => path.display().to_string(),
         };
         f.debug_struct("HostResolver")
             .field("source", &source)
@@ -347,33 +267,25 @@ pub fn clamp_ttl(ttl: Duration, min: Duration, max: Duration) -> Duration {
     ttl.min(max).max(min)
 }
 
-/// Reads and parses a resolv.conf into a resolver.
-fn read_system(path: &Path) -> Result<SystemResolver, ResolveError> {
-    let stamp = FileStamp::of(path);
-    let system_err = |source: NetError| ResolveError::SystemConf {
-        path: path.to_owned(),
-        source,
-    };
-    let text = std::fs::read(path).map_err(|err| system_err(NetError::from(err)))?;
-    let (config, options) =
-        hickory_resolver::system_conf::parse_resolv_conf(text).map_err(system_err)?;
+/// Builds a resolver with shield's options that asks the servers of `list`, each over UDP with
+/// TCP for truncated answers, on its own port.
+fn build(list: &ServerList) -> Result<TokioResolver, ResolveError> {
+    let servers = list
+        .servers
+        .iter()
+        .map(|addr| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+        })
+        .collect();
     // Only the nameservers matter: names are absolute (no search list), and the resolv.conf
     // `timeout`/`attempts` are replaced by our own deadline.
-    let (_, _, servers) = config.into_parts();
-    let ips = servers.iter().map(|server| server.ip).collect();
     let config = ResolverConfig::from_parts(None, vec![], servers);
     let mut opts = ResolverOpts::default();
-    opts.edns0 = options.edns0;
-    Ok(SystemResolver {
-        stamp,
-        servers: ips,
-        resolver: build(config, opts)?,
-    })
-}
-
-/// Builds a resolver with shield's options over `base`.
-fn build(config: ResolverConfig, base: ResolverOpts) -> Result<TokioResolver, ResolveError> {
-    let mut opts = base;
+    opts.edns0 = list.edns0;
     // No answer cache: each element's timeout must come from a fresh TTL, and `allow` is rare
     // enough that a query per call costs nothing.
     opts.cache_size = 0;

@@ -82,7 +82,11 @@ impl From<ServiceError> for Status {
             ServiceError::Container(
                 ContainerError::Kernel { .. } | ContainerError::StoredDomain { .. },
             ) => Status::failed_precondition(message),
-            ServiceError::Container(ContainerError::Store { .. } | ContainerError::Internal(_))
+            ServiceError::Container(
+                ContainerError::Store { .. }
+                | ContainerError::Dns { .. }
+                | ContainerError::Internal(_),
+            )
             | ServiceError::Audit(_) => Status::internal(message),
         }
     }
@@ -419,6 +423,35 @@ impl pb::shield_server::Shield for ShieldService {
         Ok(Response::new(pb::SetModeResponse {
             container: Some(to_proto(&snapshot)),
             previous: mode_to_proto(previous).into(),
+        }))
+    }
+
+    async fn get_dns(
+        &self,
+        request: Request<pb::GetDnsRequest>,
+    ) -> Result<Response<pb::GetDnsResponse>, Status> {
+        let query = request.into_inner().container;
+        let (snapshot, names) = self
+            .containers
+            .learnt_names(&query)
+            .await
+            .map_err(ServiceError::from)?;
+        let names = names
+            .into_iter()
+            .map(|(name, addresses)| pb::LearntName {
+                name,
+                addresses: addresses
+                    .into_iter()
+                    .map(|(addr, left)| pb::LearntAddress {
+                        address: addr.to_string(),
+                        expires_in_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::GetDnsResponse {
+            container: Some(to_proto(&snapshot)),
+            names,
         }))
     }
 

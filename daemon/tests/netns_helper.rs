@@ -577,7 +577,10 @@ fn dns_listeners_bind_before_loopback_is_up() {
     let own = own_netns();
     let deadline = Instant::now() + Duration::from_secs(5);
     while NamespaceId::of_path(format!("/proc/{pid}/ns/net")).is_ok_and(|id| id == own) {
-        assert!(Instant::now() < deadline, "unshare never entered its namespace");
+        assert!(
+            Instant::now() < deadline,
+            "unshare never entered its namespace"
+        );
         thread::sleep(Duration::from_millis(2));
     }
     let ns = ContainerNamespace::open(pid).unwrap();

@@ -286,6 +286,13 @@ impl Shield for FakeDaemon {
     ) -> Result<Response<Self::LogsStream>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn get_dns(
+        &self,
+        _: Request<v1::GetDnsRequest>,
+    ) -> Result<Response<v1::GetDnsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves `daemon` on a fresh socket from a background thread; returns the socket path.

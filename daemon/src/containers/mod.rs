@@ -6,16 +6,22 @@
 //! (one verified batch), then disk; if the disk write fails the kernel is put back, so that what
 //! the daemon reports, what the kernel enforces and what survives a restart never disagree.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
-use std::time::{Instant, SystemTime};
+mod dns;
 
-use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
 use tokio::sync::Mutex;
 
 use crate::attach::{self, AttachError, Attachment, Reattached};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::Config;
+use crate::dns::names::{NamePolicy, Reason, Unlisted};
+use crate::dns::proxy::{Proxy, ProxyHandle, ProxySettings};
+use crate::dns::servers::UpstreamServers;
+use crate::dns::upstream::Forwarder;
 use crate::intent::{Intent, Target};
 use crate::learnt::LearntAddrs;
 use crate::netns::HelperPool;
@@ -25,6 +31,8 @@ use crate::ruleset::{
     self, ElementChanges, Family, IpRange, Mode, Set, SetElement, SetKind, Table,
 };
 use crate::store::{ContainerState, Store, StoreError};
+
+pub use dns::{ContainerGate, NamePolicyCell, name_policy};
 
 /// Why an operation on a container failed. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +68,15 @@ pub enum ContainerError {
         id: String,
         /// The domain.
         domain: String,
+    },
+    /// The DNS proxy could not be started on the container's listeners.
+    #[error("container {id}: cannot start its DNS proxy")]
+    Dns {
+        /// The container.
+        id: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
     },
     /// A blocking task died (a bug: it panicked).
     #[error("internal error: {0}")]
@@ -106,6 +123,10 @@ pub struct Running {
     pub table: Table,
     /// Addresses learnt from DNS, in the dns sets.
     pub learnt: LearntAddrs,
+    /// The names the container may resolve, as its DNS proxy reads them.
+    pub names: Arc<NamePolicyCell>,
+    /// The container's DNS proxy; dropping it stops the proxy and closes its sockets.
+    pub dns: ProxyHandle,
 }
 
 /// A registry entry: the id and name for lookups, the container behind its own lock.
@@ -166,6 +187,8 @@ pub struct Containers {
     audit: AuditLog,
     helpers: Arc<HelperPool>,
     resolver: Option<HostResolver>,
+    forwarder: Arc<Forwarder>,
+    proxy: ProxySettings,
     entries: SyncMutex<BTreeMap<String, Entry>>,
 }
 
@@ -185,6 +208,12 @@ impl Containers {
             }
         };
         let audit = AuditLog::new(&store);
+        let servers = UpstreamServers::new(&config.dns).unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "no upstream resolvers: allowed names will get SERVFAIL");
+            UpstreamServers::fixed(Vec::new())
+        });
+        let forwarder = Arc::new(Forwarder::new(servers, config.dns.timeout));
+        let proxy = ProxySettings::from_config(&config.dns);
         Self {
             config,
             profiles,
@@ -192,6 +221,8 @@ impl Containers {
             audit,
             helpers,
             resolver,
+            forwarder,
+            proxy,
             entries: SyncMutex::new(BTreeMap::new()),
         }
     }
@@ -294,7 +325,7 @@ impl Containers {
         let entry = self.entry(id, name);
         let mut container = entry.lock().await;
         let attached = self
-            .attach_locked(&mut container, id, name, profiles, profile, pid)
+            .attach_locked(&entry, &mut container, id, name, profiles, profile, pid)
             .await;
         if attached.is_err() && container.state.is_none() {
             // A container shield never attached leaves no trace: a leftover entry would make
@@ -310,8 +341,13 @@ impl Containers {
         attached
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the pieces of one attach, split from `attach` only to unlock on every path"
+    )]
     async fn attach_locked(
         &self,
+        entry: &Arc<Mutex<Container>>,
         container: &mut Container,
         id: &str,
         name: &str,
@@ -348,10 +384,13 @@ impl Containers {
                     id: id.to_owned(),
                     source,
                 })?;
+        let (attachment, names, dns) =
+            self.start_dns(entry, id, name, &profile, &intent, attachment)?;
         state.process = Some(identity);
         if let Err(source) = self.store.save(&state) {
             // Without a record of it, a restart could not restore this container: refuse the
             // start. Its table stays in the kernel, enforcing, until the namespace goes away.
+            drop(dns);
             tokio::task::spawn_blocking(move || drop(attachment));
             return Err(ContainerError::Store {
                 id: id.to_owned(),
@@ -374,11 +413,52 @@ impl Containers {
         container.running = Some(Running {
             pid,
             attached_at: SystemTime::now(),
-            attachment: Arc::new(attachment),
+            attachment,
             table,
             learnt: LearntAddrs::default(),
+            names,
+            dns,
         });
         snapshot(container).ok_or_else(|| ContainerError::Internal("attached without state".into()))
+    }
+
+    /// Starts the DNS proxy of a container just attached, on the listeners of `attachment`.
+    fn start_dns(
+        &self,
+        entry: &Arc<Mutex<Container>>,
+        id: &str,
+        name: &str,
+        profile: &ProfileEntries,
+        intent: &Intent,
+        mut attachment: Attachment,
+    ) -> Result<(Arc<Attachment>, Arc<NamePolicyCell>, ProxyHandle), ContainerError> {
+        let listeners = attachment.take_dns_listeners();
+        let attachment = Arc::new(attachment);
+        let names = Arc::new(NamePolicyCell::new(name_policy(
+            &profile.domains,
+            intent,
+            self.unlisted(),
+        )));
+        let gate = ContainerGate::new(id, name, entry, &attachment, &names, self.audit.clone());
+        let proxy = Arc::new(Proxy::new(
+            gate,
+            Arc::clone(&self.forwarder),
+            self.proxy.clone(),
+        ));
+        match proxy.serve(listeners) {
+            Ok(dns) => Ok((attachment, names, dns)),
+            Err(source) => {
+                tokio::task::spawn_blocking(move || drop(attachment));
+                Err(ContainerError::Dns {
+                    id: id.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+
+    fn unlisted(&self) -> Unlisted {
+        self.config.dns.unlisted
     }
 
     /// Records a container's stop (poststop): its sockets are released, its intent kept.
@@ -455,10 +535,11 @@ impl Containers {
 
         let mut new_state = state.clone();
         store_intent(&mut new_state, &intent);
-        let profile_nets = container.profile.nets.clone();
+        let profile = container.profile.clone();
+        let unlisted = self.unlisted();
         let undo = match container.running.as_mut() {
             Some(running) => {
-                Some(apply_change(&id, running, &intent, &profile_nets, &outcomes, change).await?)
+                Some(apply_change(&id, running, &intent, &profile, &outcomes, unlisted).await?)
             }
             None => None,
         };
@@ -533,20 +614,28 @@ impl Containers {
         intent.mode = mode;
         let mut new_state = state.clone();
         new_state.mode = mode;
-        let profile_nets = container.profile.nets.clone();
+        let profile = container.profile.clone();
+        let names = Arc::new(name_policy(&profile.domains, &intent, self.unlisted()));
         let old_table = match container.running.as_mut() {
             Some(running) => {
-                let table = ruleset::build(&intent.policy(&profile_nets));
+                let table = ruleset::build(&intent.policy(&profile.nets));
                 let old = replace_table(&id, running, table, mode).await?;
-                Some((old, previous))
+                let old_names = running.names.current();
+                running.names.replace(names);
+                Some((old, old_names, previous))
             }
             None => None,
         };
         if let Err(source) = self.store.save(&new_state) {
-            if let (Some(running), Some((old, previous))) = (container.running.as_mut(), old_table)
-                && let Err(err) = replace_table(&id, running, old, previous).await
+            if let (Some(running), Some((old, old_names, previous))) =
+                (container.running.as_mut(), old_table)
             {
-                tracing::error!(container = %id, error = %err, "cannot undo a mode change");
+                match replace_table(&id, running, old, previous).await {
+                    Ok(_) => running.names.replace(old_names),
+                    Err(err) => {
+                        tracing::error!(container = %id, error = %err, "cannot undo a mode change");
+                    }
+                }
             }
             return Err(ContainerError::Store { id, source });
         }
@@ -581,6 +670,24 @@ impl Containers {
         ))
     }
 
+    /// The names a running container's DNS proxy let through, with their addresses and the
+    /// time each has left; empty when the container is stopped.
+    pub async fn learnt_names(
+        &self,
+        query: &str,
+    ) -> Result<(Snapshot, BTreeMap<String, Vec<(IpAddr, Duration)>>), ContainerError> {
+        let (_, container) = self.find(query)?;
+        let container = container.lock().await;
+        let snapshot =
+            snapshot(&container).ok_or_else(|| LookupError::NotFound(query.to_owned()))?;
+        let names = container
+            .running
+            .as_ref()
+            .map(|running| running.learnt.by_name(Instant::now()))
+            .unwrap_or_default();
+        Ok((snapshot, names))
+    }
+
     /// Loads every stored container at start-up: the ones still running (same process) are
     /// re-attached and verified, the others are recorded as stopped.
     pub async fn restore(&self) {
@@ -597,8 +704,8 @@ impl Containers {
     }
 
     async fn restore_one(&self, mut state: ContainerState) -> Result<(), ContainerError> {
-        let container = self.entry(&state.id, &state.name);
-        let mut container = container.lock().await;
+        let entry = self.entry(&state.id, &state.name);
+        let mut container = entry.lock().await;
         let profile = match self.profiles.compose(&state.profiles) {
             Ok(profile) => profile,
             Err(err) => {
@@ -636,14 +743,33 @@ impl Containers {
                         "daemon restarted; kernel table differed and was re-applied"
                     }
                 };
+                let (attachment, names, dns) = match self.start_dns(
+                    &entry,
+                    &state.id,
+                    &state.name,
+                    &profile,
+                    &intent,
+                    attachment,
+                ) {
+                    Ok(started) => started,
+                    Err(err) => {
+                        // The kernel keeps enforcing the verified table; without a proxy the
+                        // container's names do not resolve, which fails closed.
+                        container.state = Some(state);
+                        container.profile = profile;
+                        return Err(err);
+                    }
+                };
                 self.record(&state, "restore", "", detail);
                 tracing::info!(container = %state.id, pid = identity.pid, ?how, "container restored");
                 container.running = Some(Running {
                     pid: identity.pid,
                     attached_at: SystemTime::now(),
-                    attachment: Arc::new(attachment),
+                    attachment,
                     table,
                     learnt,
+                    names,
+                    dns,
                 });
             }
             Err(AttachError::ProcessGone { .. } | AttachError::Namespace(_)) => {
@@ -674,44 +800,43 @@ struct Undo {
     changes: ElementChanges,
     table: Table,
     learnt: LearntAddrs,
+    names: Arc<NamePolicy>,
 }
 
 /// Applies the kernel side of an allow/deny to a running container: interval-set differences
-/// plus the dns elements the change adds or withdraws, in one verified batch.
+/// plus the dns elements the change adds or withdraws, in one verified batch; then puts the new
+/// name policy in force for the container's DNS proxy.
 async fn apply_change(
     id: &str,
     running: &mut Running,
     intent: &Intent,
-    profile_nets: &[IpNet],
+    profile: &ProfileEntries,
     outcomes: &[TargetOutcome],
-    change: Change,
+    unlisted: Unlisted,
 ) -> Result<Undo, ContainerError> {
-    let new_table = ruleset::build(&intent.policy(profile_nets));
+    let new_table = ruleset::build(&intent.policy(&profile.nets));
+    let names = Arc::new(name_policy(&profile.domains, intent, unlisted));
     let now = Instant::now();
     let mut learnt = running.learnt.clone();
     let mut dns_adds = Vec::new();
-    let mut dns_removes = Vec::new();
     for outcome in outcomes {
-        let Target::Domain(domain) = &outcome.target else {
-            continue;
-        };
-        match change {
-            Change::Allow => {
-                for address in &outcome.resolved {
-                    learnt.learn(domain.as_str(), address.addr, address.ttl, now);
-                    dns_adds.push((address.addr, Some(address.ttl)));
-                }
-            }
-            Change::Deny => {
-                dns_removes.extend(
-                    learnt
-                        .forget(domain.as_str(), now)
-                        .into_iter()
-                        .map(|a| (a, None)),
-                );
+        if let Target::Domain(domain) = &outcome.target {
+            for address in &outcome.resolved {
+                learnt.learn(domain.as_str(), address.addr, address.ttl, now);
+                dns_adds.push((address.addr, Some(address.ttl)));
             }
         }
     }
+    // Every name a deny now matches loses its addresses (a deny of `example.com` withdraws what
+    // `api.example.com` resolved to), unless another name still allowed holds them too.
+    let dns_removes: Vec<_> = learnt
+        .forget_where(
+            |name| matches!(names.decide(name).reason, Reason::Denied(_)),
+            now,
+        )
+        .into_iter()
+        .map(|addr| (addr, None))
+        .collect();
     let Some(mut changes) = ruleset::element_changes(&running.table, &new_table) else {
         return Err(ContainerError::Internal(
             "a live change altered the table's structure".into(),
@@ -735,7 +860,9 @@ async fn apply_change(
         changes: inverse,
         table: std::mem::replace(&mut running.table, new_table),
         learnt: std::mem::replace(&mut running.learnt, learnt),
+        names: running.names.current(),
     };
+    running.names.replace(names);
     Ok(undo)
 }
 
@@ -748,6 +875,7 @@ async fn undo_change(id: &str, running: &mut Running, undo: Undo) {
         Ok(Ok(())) => {
             running.table = undo.table;
             running.learnt = undo.learnt;
+            running.names.replace(undo.names);
         }
         Ok(Err(err)) => {
             tracing::error!(container = %id, error = %error_chain(&err), "cannot undo a change the state store refused");
@@ -789,7 +917,7 @@ async fn replace_table(
 }
 
 /// The dns sets holding `elements` (`(address, timeout)`), one set per family that has any.
-fn dns_sets(elements: &[(std::net::IpAddr, Option<std::time::Duration>)]) -> Vec<Set> {
+fn dns_sets(elements: &[(IpAddr, Option<Duration>)]) -> Vec<Set> {
     let mut sets: Vec<Set> = Vec::new();
     for (family, name) in [
         (Family::V4, ruleset::build::DNS_V4),
@@ -822,12 +950,12 @@ fn dns_sets(elements: &[(std::net::IpAddr, Option<std::time::Duration>)]) -> Vec
 
 /// The kernel keeps timeouts in milliseconds; a sub-millisecond part would only make a
 /// read-back differ from what was sent.
-fn whole_millis(duration: std::time::Duration) -> std::time::Duration {
-    std::time::Duration::from_millis(u64::try_from(duration.as_millis().max(1)).unwrap_or(u64::MAX))
+fn whole_millis(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration.as_millis().max(1)).unwrap_or(u64::MAX))
 }
 
 /// The dns elements of a kernel table with their timeouts.
-fn dns_elements(table: &Table) -> Vec<(std::net::IpAddr, std::time::Duration)> {
+fn dns_elements(table: &Table) -> Vec<(IpAddr, Duration)> {
     table
         .sets
         .iter()

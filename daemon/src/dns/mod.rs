@@ -1,0 +1,15 @@
+//! The per-container DNS proxy (DESIGN.md, "DNS").
+//!
+//! Each running container's queries arrive on sockets the helper bound inside its network
+//! namespace; the daemon serves them ([`proxy`]) and forwards allowed names upstream from its own
+//! namespace ([`upstream`], to the resolvers of [`servers`]). Pure parts: which names a
+//! container may resolve ([`names`]), the wire format ([`message`]), the answer cache
+//! ([`cache`]) and the rate limit ([`limits`]).
+
+pub mod cache;
+pub mod limits;
+pub mod message;
+pub mod names;
+pub mod proxy;
+pub mod servers;
+pub mod upstream;

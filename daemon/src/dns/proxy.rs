@@ -1,0 +1,467 @@
+//! One container's DNS service: the UDP and TCP listeners the helper bound inside the
+//! container's network namespace (`127.0.0.1:53`, `[::1]:53`), served by tasks of the daemon.
+//!
+//! Per query: parse it (FORMERR on garbage), apply the per-container rate and name-length
+//! limits, ask the container's [`Gate`] what its policy says about the name, then
+//! - refused: answer NXDOMAIN (REFUSED in `block` mode) without asking anyone;
+//! - allowed: take the answer from the cache or the upstream, let its A/AAAA addresses through
+//!   (the gate inserts them into the dns sets and returns once the kernel holds them), and only
+//!   then send it; if letting them through fails, answer SERVFAIL: never an answer whose
+//!   addresses are not let through;
+//! - forwarded (`down` modes, `dns.unlisted = "forward"`): answer without letting anything
+//!   through.
+//!
+//! Every decision goes to the container's audit trail through the gate.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::cache::{AnswerCache, CacheKey};
+use super::limits::RateLimiter;
+use super::message::{self, Query, QueryError};
+use super::names::{Decision, Reason, Verdict};
+use super::upstream::Forwarder;
+use crate::config::DnsConfig;
+use crate::netns::DnsListener;
+use crate::resolve::clamp_ttl;
+
+/// Queries of one container answered at the same time; more wait for a slot.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// TCP connections of one container open at the same time; more are closed at once.
+const MAX_TCP_CONNECTIONS: usize = 32;
+
+/// A TCP client that sends nothing for this long is disconnected (RFC 7766 suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Largest UDP query accepted; a DNS query is far smaller, a bigger datagram is garbage.
+const MAX_UDP_QUERY: usize = 4096;
+
+/// What the proxy needs from the container it serves.
+pub trait Gate: Send + Sync + 'static {
+    /// What the container's policy says about `name` now.
+    fn decide(&self, name: &str) -> Decision;
+
+    /// Lets `addresses` through for `name` (each with the element timeout to give it) and
+    /// returns once the kernel holds them. Checks the policy again first: a deny that came in
+    /// while the answer was on its way wins.
+    fn let_through(
+        &self,
+        name: &str,
+        addresses: Vec<(IpAddr, Duration)>,
+    ) -> impl Future<Output = Result<(), GateError>> + Send;
+
+    /// Records a decision in the container's audit trail.
+    fn record(&self, event: DnsEvent);
+}
+
+/// Why a gate did not let addresses through.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// The policy changed while the answer was on its way: the name is not allowed any more.
+    #[error("{name} is no longer allowed")]
+    NoLongerAllowed {
+        /// The name.
+        name: String,
+    },
+    /// The container stopped (or was re-attached) meanwhile.
+    #[error("the container is no longer attached")]
+    Detached,
+    /// The kernel refused the insert or did not confirm it.
+    #[error("the kernel did not take the addresses: {0}")]
+    Kernel(String),
+}
+
+/// One DNS decision, for the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsEvent {
+    /// The name asked for (lower-case, no trailing dot).
+    pub name: String,
+    /// The record type asked for.
+    pub record_type: RecordType,
+    /// `allowed`, `forwarded`, `refused` or `failed`.
+    pub verdict: &'static str,
+    /// Why, and what was let through.
+    pub detail: String,
+}
+
+/// Settings the proxy takes from `[dns]`.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Shortest element timeout.
+    pub min_ttl: Duration,
+    /// Longest element timeout, and the longest TTL a client is told.
+    pub max_ttl: Duration,
+    /// Longest query name accepted.
+    pub max_name_length: usize,
+    /// Sustained queries per second per container.
+    pub rate: u32,
+    /// Burst of queries per container above the sustained rate.
+    pub burst: u32,
+    /// Answers kept per container.
+    pub cache_size: usize,
+}
+
+impl ProxySettings {
+    /// The proxy's part of `[dns]`.
+    pub fn from_config(config: &DnsConfig) -> Self {
+        Self {
+            min_ttl: config.min_ttl,
+            max_ttl: config.max_ttl,
+            max_name_length: config.max_name_length,
+            rate: config.rate_limit,
+            burst: config.rate_burst,
+            cache_size: config.cache_size,
+        }
+    }
+}
+
+/// The DNS service of one container.
+pub struct Proxy<G: Gate> {
+    gate: G,
+    forwarder: Arc<Forwarder>,
+    settings: ProxySettings,
+    cache: Mutex<AnswerCache>,
+    limiter: Mutex<RateLimiter>,
+    in_flight: Arc<Semaphore>,
+}
+
+/// The running tasks of one container's proxy. Dropping it stops them and closes the sockets
+/// (which releases the container's network namespace).
+#[derive(Debug)]
+pub struct ProxyHandle {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// How a query arrived, which decides how big an answer may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl<G: Gate> Proxy<G> {
+    /// A proxy for one container.
+    pub fn new(gate: G, forwarder: Arc<Forwarder>, settings: ProxySettings) -> Self {
+        let cache = AnswerCache::new(settings.cache_size);
+        let limiter = RateLimiter::new(settings.rate, settings.burst);
+        Self {
+            gate,
+            forwarder,
+            settings,
+            cache: Mutex::new(cache),
+            limiter: Mutex::new(limiter),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    /// Starts serving `listeners` (must be called inside a tokio runtime).
+    pub fn serve(self: Arc<Self>, listeners: Vec<DnsListener>) -> io::Result<ProxyHandle> {
+        let mut tasks = Vec::with_capacity(listeners.len() * 2);
+        let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+        for listener in listeners {
+            listener.udp.set_nonblocking(true)?;
+            listener.tcp.set_nonblocking(true)?;
+            let udp = Arc::new(UdpSocket::from_std(listener.udp)?);
+            let tcp = TcpListener::from_std(listener.tcp)?;
+            tasks.push(tokio::spawn(
+                Arc::clone(&self).serve_udp(udp, listener.addr),
+            ));
+            tasks.push(tokio::spawn(Arc::clone(&self).serve_tcp(
+                tcp,
+                listener.addr,
+                Arc::clone(&connections),
+            )));
+        }
+        Ok(ProxyHandle { tasks })
+    }
+
+    async fn serve_udp(self: Arc<Self>, socket: Arc<UdpSocket>, local: SocketAddr) {
+        let mut buffer = vec![0_u8; MAX_UDP_QUERY];
+        loop {
+            let (len, peer) = match socket.recv_from(&mut buffer).await {
+                Ok(received) => received,
+                Err(err) => {
+                    // ICMP errors from an earlier send surface here; the socket still works.
+                    tracing::debug!(%local, error = %err, "DNS UDP receive failed");
+                    continue;
+                }
+            };
+            let Some(query) = buffer.get(..len).map(<[u8]>::to_vec) else {
+                continue;
+            };
+            // Waiting here applies back-pressure: the kernel queues (and in the end drops) what
+            // a flooding container sends, instead of the daemon's memory growing.
+            let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+                return;
+            };
+            let proxy = Arc::clone(&self);
+            let socket = Arc::clone(&socket);
+            tokio::spawn(async move {
+                if let Some(answer) = proxy.answer(&query, Transport::Udp).await
+                    && let Err(err) = socket.send_to(&answer, peer).await
+                {
+                    tracing::debug!(%peer, error = %err, "cannot send a DNS answer");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    async fn serve_tcp(
+        self: Arc<Self>,
+        listener: TcpListener,
+        local: SocketAddr,
+        connections: Arc<Semaphore>,
+    ) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::debug!(%local, error = %err, "DNS TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                tracing::debug!(%peer, "too many DNS TCP connections; closing one");
+                continue;
+            };
+            let proxy = Arc::clone(&self);
+            tokio::spawn(async move {
+                if let Err(err) = proxy.serve_connection(stream).await {
+                    tracing::debug!(%peer, error = %err, "DNS TCP connection ended");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    /// Answers length-prefixed queries on one connection, one after the other, until the client
+    /// closes it or stays idle for [`TCP_IDLE`].
+    async fn serve_connection(&self, mut stream: TcpStream) -> io::Result<()> {
+        loop {
+            let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+                Ok(Ok(len)) => usize::from(len),
+                Ok(Err(err)) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(Err(err)) => return Err(err),
+                Err(_) => return Ok(()),
+            };
+            let mut query = vec![0_u8; len];
+            tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            let Some(answer) = self.answer(&query, Transport::Tcp).await else {
+                return Ok(());
+            };
+            let Ok(len) = u16::try_from(answer.len()) else {
+                return Ok(());
+            };
+            let mut framed = Vec::with_capacity(answer.len() + 2);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(&answer);
+            stream.write_all(&framed).await?;
+        }
+    }
+
+    /// The answer to one query, or `None` when nothing should be sent (garbage without an id).
+    async fn answer(&self, bytes: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let query = match message::parse_query(bytes, self.settings.max_name_length) {
+            Ok(query) => query,
+            Err(err) => return self.malformed(bytes, &err),
+        };
+        if !self.within_rate() {
+            tracing::debug!(name = %query.name, "DNS query over the rate limit");
+            return Some(message::error_response(&query, ResponseCode::Refused));
+        }
+        let decision = self.gate.decide(&query.name);
+        let answer = match decision.verdict {
+            Verdict::Refuse => self.refuse(&query, &decision),
+            Verdict::Allow | Verdict::Forward => self.resolve(&query, bytes, &decision).await,
+        };
+        Some(match transport {
+            Transport::Udp if answer.len() > usize::from(query.udp_payload) => {
+                message::truncated(&query)
+            }
+            _ => answer,
+        })
+    }
+
+    fn within_rate(&self) -> bool {
+        self.limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow(Instant::now())
+    }
+
+    fn malformed(&self, bytes: &[u8], err: &QueryError) -> Option<Vec<u8>> {
+        tracing::debug!(error = %err, "malformed DNS query");
+        message::formerr_for(bytes)
+    }
+
+    fn refuse(&self, query: &Query, decision: &Decision) -> Vec<u8> {
+        let (rcode, why) = match &decision.reason {
+            Reason::Denied(pattern) => (ResponseCode::NXDomain, format!("denied ({pattern})")),
+            Reason::Blocked => (
+                ResponseCode::Refused,
+                "container is in block mode".to_owned(),
+            ),
+            _ => (ResponseCode::NXDomain, "not allowlisted".to_owned()),
+        };
+        self.gate.record(DnsEvent {
+            name: query.name.clone(),
+            record_type: query.record_type,
+            verdict: "refused",
+            detail: why,
+        });
+        message::error_response(query, rcode)
+    }
+
+    /// Resolves an allowed or forwarded name: from the cache or the upstream, letting the
+    /// addresses through first when the name is allowed.
+    async fn resolve(&self, query: &Query, bytes: &[u8], decision: &Decision) -> Vec<u8> {
+        let key = CacheKey::of(query);
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key, Instant::now());
+        let (reply, age, addresses, source) = match cached {
+            Some(hit) => (hit.reply, hit.age_secs, hit.addresses, "cache"),
+            None => match self.ask_upstream(query, bytes, &key).await {
+                Ok((reply, addresses)) => (reply, 0, addresses, "upstream"),
+                Err(detail) => return self.fail(query, decision, detail),
+            },
+        };
+        let mut detail = reason_text(decision);
+        if decision.verdict == Verdict::Allow && !addresses.is_empty() {
+            let elements: Vec<(IpAddr, Duration)> = addresses
+                .iter()
+                .map(|(addr, ttl)| {
+                    let ttl = Duration::from_secs(u64::from(*ttl));
+                    (
+                        *addr,
+                        clamp_ttl(ttl, self.settings.min_ttl, self.settings.max_ttl),
+                    )
+                })
+                .collect();
+            if let Err(err) = self.gate.let_through(&query.name, elements.clone()).await {
+                return self.fail(
+                    query,
+                    decision,
+                    format!("cannot let the addresses through: {err}"),
+                );
+            }
+            detail.push_str(&format!(
+                "; let through ({source}): {}",
+                describe(&elements)
+            ));
+        } else if !addresses.is_empty() {
+            detail.push_str(&format!(
+                "; not let through: {}",
+                addresses
+                    .iter()
+                    .map(|(addr, _)| addr.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        } else {
+            detail.push_str(&format!("; {} from {source}", rcode_text(&reply)));
+        }
+        let max_ttl = u32::try_from(self.settings.max_ttl.as_secs()).unwrap_or(u32::MAX);
+        let answer = match message::rewrite_reply(&reply, query.id, max_ttl, age) {
+            Ok(answer) => answer,
+            Err(err) => {
+                return self.fail(query, decision, format!("cannot encode the answer: {err}"));
+            }
+        };
+        self.gate.record(DnsEvent {
+            name: query.name.clone(),
+            record_type: query.record_type,
+            verdict: match decision.verdict {
+                Verdict::Allow => "allowed",
+                _ => "forwarded",
+            },
+            detail,
+        });
+        answer
+    }
+
+    /// Forwards the query, checks the reply, and caches it.
+    async fn ask_upstream(
+        &self,
+        query: &Query,
+        bytes: &[u8],
+        key: &CacheKey,
+    ) -> Result<(Message, Vec<(IpAddr, u32)>), String> {
+        let reply = self
+            .forwarder
+            .forward(bytes)
+            .await
+            .map_err(|err| format!("upstream: {err}"))?;
+        let reply = message::check_reply(query, query.id, &reply)
+            .map_err(|err| format!("upstream reply: {err}"))?;
+        let addresses = message::addresses(query, &reply);
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                key.clone(),
+                reply.clone(),
+                addresses.clone(),
+                Instant::now(),
+            );
+        Ok((reply, addresses))
+    }
+
+    fn fail(&self, query: &Query, decision: &Decision, detail: String) -> Vec<u8> {
+        tracing::warn!(name = %query.name, detail = %detail, "DNS query failed; answering SERVFAIL");
+        self.gate.record(DnsEvent {
+            name: query.name.clone(),
+            record_type: query.record_type,
+            verdict: "failed",
+            detail: format!("{}; SERVFAIL: {detail}", reason_text(decision)),
+        });
+        message::error_response(query, ResponseCode::ServFail)
+    }
+}
+
+fn reason_text(decision: &Decision) -> String {
+    match &decision.reason {
+        Reason::Allowed(pattern) => format!("allowlisted ({pattern})"),
+        Reason::Denied(pattern) => format!("denied ({pattern})"),
+        Reason::Unlisted => "not allowlisted, forwarded (dns.unlisted = \"forward\")".to_owned(),
+        Reason::DownMode => "not allowlisted, forwarded (down mode)".to_owned(),
+        Reason::Blocked => "block mode".to_owned(),
+    }
+}
+
+fn rcode_text(reply: &Message) -> String {
+    format!("{} with no addresses", reply.metadata.response_code)
+}
+
+fn describe(elements: &[(IpAddr, Duration)]) -> String {
+    elements
+        .iter()
+        .map(|(addr, ttl)| format!("{addr} ({}s)", ttl.as_secs()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
