@@ -524,3 +524,51 @@ fn t1_policy_deny(t: &Table) -> Policy {
         mode: Mode::Up,
     }
 }
+
+/// A learnt (dns) address the kernel has already expired can still be "removed": a deny of its
+/// name must not fail because the element went first. An allow-set element that is not there
+/// is a real inconsistency and still fails the batch.
+#[test]
+fn removing_an_expired_dns_element_succeeds_but_a_missing_allow_fails() {
+    let (ns, sock, _) = applied(&policy(&["192.0.2.1/32"], &[]));
+    let dns = |addr: &str, timeout: Option<Duration>| Set {
+        name: shieldd::ruleset::build::DNS_V4.to_owned(),
+        family: Family::V4,
+        kind: SetKind::Timeout,
+        elements: vec![SetElement {
+            range: range(addr, addr),
+            timeout,
+        }],
+    };
+    nft::apply_element_changes(
+        sock.as_fd(),
+        &[dns("203.0.113.9", Some(Duration::from_secs(1)))],
+        &[],
+    )
+    .unwrap();
+    assert!(
+        ns.nft(&["list", "set", "inet", "shield", "dns_v4"])
+            .contains("203.0.113.9")
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !ns.nft(&["list", "set", "inet", "shield", "dns_v4"])
+            .contains("203.0.113.9")
+    );
+    // Gone in the kernel; the removal still goes through, and is verified as gone.
+    let removes = [dns("203.0.113.9", None)];
+    nft::apply_element_changes(sock.as_fd(), &[], &removes).unwrap();
+    nft::verify_element_changes(sock.as_fd(), &[], &removes).unwrap();
+
+    let missing_allow = Set {
+        name: ALLOW_V4.to_owned(),
+        family: Family::V4,
+        kind: SetKind::Interval,
+        elements: vec![SetElement {
+            range: range("198.51.100.1", "198.51.100.1"),
+            timeout: None,
+        }],
+    };
+    let err = nft::apply_element_changes(sock.as_fd(), &[], &[missing_allow]).unwrap_err();
+    assert!(matches!(err, NftError::Refused { errno: 2, .. }), "{err:?}");
+}

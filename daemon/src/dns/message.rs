@@ -180,12 +180,6 @@ pub fn truncated(query: &Query) -> Vec<u8> {
     empty_response(query, ResponseCode::NoError, true)
 }
 
-/// A header-only FORMERR for bytes that did not parse, or `None` when there is no id to answer
-/// to (or the bytes are a response): then the proxy drops them.
-pub fn formerr_for(bytes: &[u8]) -> Option<Vec<u8>> {
-    error_for(bytes, ResponseCode::FormErr)
-}
-
 /// A header-only response with `rcode` to bytes that are not an acceptable query (see
 /// [`QueryError::response_code`]). `None` when there is no id, or when the bytes are themselves a
 /// response: answering responses could make two responders bounce errors at each other forever.
@@ -696,9 +690,9 @@ mod tests {
 
     #[test]
     fn formerr_needs_an_id_and_never_answers_a_response() {
-        assert_eq!(formerr_for(&[]), None);
-        assert_eq!(formerr_for(&[0x12]), None);
-        let formerr = formerr_for(&[0x12, 0x34]).unwrap();
+        assert_eq!(error_for(&[], ResponseCode::FormErr), None);
+        assert_eq!(error_for(&[0x12], ResponseCode::FormErr), None);
+        let formerr = error_for(&[0x12, 0x34], ResponseCode::FormErr).unwrap();
         assert_eq!(formerr.len(), HEADER_LEN);
         let parsed = Message::from_vec(&formerr).unwrap();
         assert_eq!(parsed.metadata.id, 0x1234);
@@ -712,7 +706,10 @@ mod tests {
         assert!(parsed.metadata.recursion_desired);
         assert_eq!(parsed.metadata.response_code, ResponseCode::NotImp);
         // A response is never answered.
-        assert_eq!(formerr_for(&[0x12, 0x34, QR_BIT]), None);
+        assert_eq!(
+            error_for(&[0x12, 0x34, QR_BIT], ResponseCode::FormErr),
+            None
+        );
     }
 
     #[test]

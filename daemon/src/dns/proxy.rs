@@ -312,9 +312,11 @@ impl<G: Gate> Proxy<G> {
             .allow(Instant::now())
     }
 
+    /// FORMERR for garbage, NOTIMP for what is not a query, REFUSED for an over-long name;
+    /// nothing at all for bytes without an id.
     fn malformed(&self, bytes: &[u8], err: &QueryError) -> Option<Vec<u8>> {
-        tracing::debug!(error = %err, "malformed DNS query");
-        message::formerr_for(bytes)
+        tracing::debug!(error = %err, "unacceptable DNS query");
+        message::error_for(bytes, err.response_code())
     }
 
     fn refuse(&self, query: &Query, decision: &Decision) -> Vec<u8> {

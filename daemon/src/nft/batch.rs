@@ -16,7 +16,7 @@ use super::encode::{SET_USERDATA, element_elems, rule_exprs, set_elements, set_h
 use super::error::NftError;
 use super::ffi::{ELEMS_PER_MESSAGE, ElemMsg, SetMsg};
 use super::kernel::{Expr, KElem};
-use crate::ruleset::ir::{ChainPolicy, Hook, Set, TABLE_NAME, Table};
+use crate::ruleset::ir::{ChainPolicy, Hook, Set, SetKind, TABLE_NAME, Table};
 
 /// A finalized batch and what each of its messages does, by sequence number.
 pub struct Prepared {
@@ -66,11 +66,11 @@ impl Builder {
         set: &str,
         id: Option<u32>,
         elems: &[KElem],
-        msg_type: MsgType,
+        op: ElemOp,
     ) -> Result<(), NftError> {
-        let verb = match msg_type {
-            MsgType::Add => "add",
-            MsgType::Del => "delete",
+        let (verb, msg_type) = match op {
+            ElemOp::Add => ("add", MsgType::Add),
+            ElemOp::Delete | ElemOp::DeleteIfPresent => ("delete", MsgType::Del),
         };
         for (n, chunk) in elems.chunks(ELEMS_PER_MESSAGE).enumerate() {
             let first = n.saturating_mul(ELEMS_PER_MESSAGE);
@@ -80,6 +80,11 @@ impl Builder {
                 first.saturating_add(chunk.len())
             );
             let msg = ElemMsg::new(TABLE_NAME, set, id, chunk.to_vec())?;
+            let msg = if op == ElemOp::DeleteIfPresent {
+                msg.missing_ok()
+            } else {
+                msg
+            };
             self.add(&msg, msg_type, label);
         }
         Ok(())
@@ -184,9 +189,33 @@ pub fn replace_table(table: &Table) -> Result<Prepared, NftError> {
         }
     }
     for (set, id, _, elems) in &sets {
-        b.elements(&set.name, Some(*id), elems, MsgType::Add)?;
+        b.elements(&set.name, Some(*id), elems, ElemOp::Add)?;
     }
     b.finish()
+}
+
+/// Each set with the kernel elements of its IR elements.
+fn encode_elements(sets: &[Set]) -> Result<Vec<(&Set, Vec<KElem>)>, NftError> {
+    sets.iter()
+        .map(|set| {
+            let mut elems = Vec::new();
+            for element in &set.elements {
+                elems.extend(element_elems(set, element)?);
+            }
+            Ok((set, elems))
+        })
+        .collect()
+}
+
+/// What an element message does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ElemOp {
+    /// Add (or refresh) the elements.
+    Add,
+    /// Delete the elements; the batch fails if one is missing.
+    Delete,
+    /// Delete the elements that are present (`DESTROYSETELEM`).
+    DeleteIfPresent,
 }
 
 /// The batch that removes the elements of `removes` and then adds those of `adds`, each given
@@ -194,25 +223,21 @@ pub fn replace_table(table: &Table) -> Result<Prepared, NftError> {
 ///
 /// Adds carry no `NLM_F_EXCL`: re-adding a timeout set element refreshes its timeout.
 pub fn element_changes(adds: &[Set], removes: &[Set]) -> Result<Prepared, NftError> {
-    let encode = |sets: &[Set]| -> Result<Vec<(String, Vec<KElem>)>, NftError> {
-        sets.iter()
-            .map(|set| {
-                let mut elems = Vec::new();
-                for element in &set.elements {
-                    elems.extend(element_elems(set, element)?);
-                }
-                Ok((set.name.clone(), elems))
-            })
-            .collect()
-    };
-    let removes = encode(removes)?;
-    let adds = encode(adds)?;
+    let removes = encode_elements(removes)?;
+    let adds = encode_elements(adds)?;
     let mut b = Builder::new();
-    for (name, elems) in &removes {
-        b.elements(name, None, elems, MsgType::Del)?;
+    for (set, elems) in &removes {
+        // The kernel expires timeout elements by itself: one may be gone by the time the batch
+        // arrives, which is what the removal wanted anyway.
+        let op = if set.kind == SetKind::Timeout {
+            ElemOp::DeleteIfPresent
+        } else {
+            ElemOp::Delete
+        };
+        b.elements(&set.name, None, elems, op)?;
     }
-    for (name, elems) in &adds {
-        b.elements(name, None, elems, MsgType::Add)?;
+    for (set, elems) in &adds {
+        b.elements(&set.name, None, elems, ElemOp::Add)?;
     }
     b.finish()
 }

@@ -368,7 +368,12 @@ pub struct ElemMsg {
     set: CString,
     set_id: Option<u32>,
     elems: Vec<KElem>,
+    missing_ok: bool,
 }
+
+/// `NFT_MSG_DESTROYSETELEM` (Linux 6.3): deletes elements, and is not refused for an element that
+/// is not there. Not in the libc crate yet.
+const NFT_MSG_DESTROYSETELEM: c_int = 30;
 
 impl ElemMsg {
     /// A message for `elems` of set `set` (`set_id` when the set is created in the same batch).
@@ -398,7 +403,17 @@ impl ElemMsg {
             set: cstring(set, "set name")?,
             set_id,
             elems,
+            missing_ok: false,
         })
+    }
+
+    /// Makes a delete succeed for elements that are already gone (`DESTROYSETELEM`): the
+    /// kernel expires timeout elements on its own clock, so one may vanish between the daemon
+    /// deciding to remove it and the batch arriving, and that must not fail the whole change.
+    #[must_use]
+    pub fn missing_ok(mut self) -> Self {
+        self.missing_ok = true;
+        self
     }
 }
 
@@ -411,6 +426,7 @@ unsafe impl NlMsg for ElemMsg {
                 libc::NFT_MSG_NEWSETELEM,
                 libc::NLM_F_CREATE | libc::NLM_F_ACK,
             ),
+            MsgType::Del if self.missing_ok => (NFT_MSG_DESTROYSETELEM, libc::NLM_F_ACK),
             MsgType::Del => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
         };
         // SAFETY: the caller's contract is ours.
