@@ -1,6 +1,6 @@
 //! The command line (clap derive): global options and one variant per command.
 //!
-//! Later commands (dns, watch, setup, prepare, run, doctor) are new [`Command`] variants with
+//! Later commands (watch, setup, prepare, run, doctor) are new [`Command`] variants with
 //! their own argument structs; the global options and [`ModeArg`] are shared by them.
 
 use std::path::PathBuf;
@@ -71,6 +71,11 @@ pub enum Command {
     },
     /// Print the audit trail: the last events, then (with --follow) new ones as they happen
     Logs(LogsArgs),
+    /// List the names a container's DNS proxy let through, with addresses and time left
+    Dns {
+        /// Container id, unique id prefix, or name
+        container: String,
+    },
 }
 
 /// Arguments of `allow` and `deny`.
@@ -333,6 +338,30 @@ mod tests {
                 container: container("web")
             }
         );
+    }
+
+    #[test]
+    fn dns_takes_one_container() {
+        assert_eq!(
+            parse(&["dns", "web"]).unwrap().command,
+            Command::Dns {
+                container: container("web")
+            }
+        );
+        let cli = parse(&["dns", "--json", "0123456789ab"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(
+            cli.command,
+            Command::Dns {
+                container: container("0123456789ab")
+            }
+        );
+        let error = parse(&["dns"]).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(parse(&["dns", "web", "extra"]).is_err());
     }
 
     #[test]

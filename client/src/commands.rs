@@ -15,8 +15,8 @@ use crate::cli::{ChangeArgs, Cli, Command, LogsArgs, ModeArg, PreviewArgs};
 use crate::error::CtlError;
 use crate::output::{self, Format, Output};
 use crate::view::{
-    ChangeAction, ChangeView, ContainerList, ContainerView, LogEventView, ModeChangeView, ModeView,
-    PreviewView, ProfileList, ProfileView, RulesView, StateReport, StatusView,
+    ChangeAction, ChangeView, ContainerList, ContainerView, DnsView, LogEventView, ModeChangeView,
+    ModeView, PreviewView, ProfileList, ProfileView, RulesView, StateReport, StatusView,
 };
 
 /// Time allowed to connect to the daemon.
@@ -45,6 +45,7 @@ pub async fn run<W: Write>(cli: &Cli, out: &mut Output<W>) -> Result<(), CtlErro
         }
         Command::State { container } => state(&mut session, out, container).await,
         Command::Logs(args) => logs(&mut session, out, args).await,
+        Command::Dns { container } => dns(&mut session, out, container).await,
     }
 }
 
@@ -257,6 +258,28 @@ async fn set_mode<W: Write>(
         ModeView::from(i32::from(mode)),
         response.into_inner(),
     ))
+}
+
+/// `dns`: the names the container's DNS proxy let through (none while it is stopped).
+async fn dns<W: Write>(
+    session: &mut Session,
+    out: &mut Output<W>,
+    container: &str,
+) -> Result<(), CtlError> {
+    let mut client = session.client().await?;
+    let request = v1::GetDnsRequest {
+        container: container.to_owned(),
+    };
+    let response = client
+        .get_dns(session.request(request))
+        .await
+        .map_err(|status| session.failed(status))?
+        .into_inner();
+    let found = response
+        .container
+        .map(ContainerView::from)
+        .ok_or(CtlError::Incomplete("the container"))?;
+    out.emit(&DnsView::new(&found, response.names))
 }
 
 /// `logs`: prints the stream until the daemon ends it, the reader goes away, or (with

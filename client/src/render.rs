@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::table::{Align, Table, pairs, sanitize, width};
 use crate::view::{
-    ChangeView, ContainerList, ContainerView, LogEventView, ModeChangeView, PreviewView,
-    ProfileList, RulesView, StateReport, StatusView,
+    ChangeView, ContainerList, ContainerView, DnsView, LogEventView, ModeChangeView, PreviewView,
+    ProfileList, RulesView, StateReport, StateView, StatusView,
 };
 
 /// Something shieldctl prints: as text by default, as JSON with `--json`.
@@ -207,6 +207,46 @@ impl Render for LogEventView {
     }
 }
 
+impl Render for DnsView {
+    /// A `NAME ADDRESS EXPIRES` table, one row per address with the name on its first row only;
+    /// or one line saying nothing was learnt (and why, for a stopped container).
+    fn human(&self) -> String {
+        if self.names.is_empty() {
+            let who = sanitize(&self.label);
+            return if self.state == StateView::Stopped {
+                format!("{who}: no names learnt (the container is stopped)\n")
+            } else {
+                format!("{who}: no names learnt yet\n")
+            };
+        }
+        let mut table = Table::new(&[
+            ("NAME", Align::Left),
+            ("ADDRESS", Align::Left),
+            ("EXPIRES", Align::Right),
+        ]);
+        for learnt in &self.names {
+            if learnt.addresses.is_empty() {
+                table.row([learnt.name.as_str(), NONE, NONE]);
+            }
+            for (index, address) in learnt.addresses.iter().enumerate() {
+                let name = if index == 0 { learnt.name.as_str() } else { "" };
+                table.row([
+                    name.to_owned(),
+                    address.address.clone(),
+                    expires(address.expires_in_ms),
+                ]);
+            }
+        }
+        table.render()
+    }
+}
+
+/// Time left, to the second (`29s`, `59m 58s`): milliseconds are noise for a TTL, and cut off
+/// rather than rounded up so that the time shown has not already passed.
+fn expires(milliseconds: u64) -> String {
+    humantime::format_duration(Duration::from_secs(milliseconds / 1000)).to_string()
+}
+
 /// The items joined with `, `, or `-` for none.
 fn list(items: &[String]) -> String {
     or_none(&items.join(", "))
@@ -234,7 +274,8 @@ fn nft_text(ruleset: &str) -> String {
 mod tests {
     use super::*;
     use crate::view::{
-        ChangeAction, ContainerView, ModeView, ProfileView, StateView, StateWord, TargetChangeView,
+        ChangeAction, ContainerView, LearntAddressView, LearntNameView, ModeView, ProfileView,
+        StateView, StateWord, TargetChangeView,
     };
 
     fn container(id: &str, name: &str, profiles: &[&str]) -> ContainerView {
@@ -428,6 +469,74 @@ mod tests {
             event("a-very-long-name", "restore", "2001:db8:1234::/48", "x\ny").human(),
             "2026-11-28T21:00:00.123456Z a-very-long-name restore 2001:db8:1234::/48 x y\n"
         );
+    }
+
+    fn learnt(name: &str, addresses: &[(&str, u64)]) -> LearntNameView {
+        LearntNameView {
+            name: name.to_owned(),
+            addresses: addresses
+                .iter()
+                .map(|(address, expires_in_ms)| LearntAddressView {
+                    address: (*address).to_owned(),
+                    expires_in_ms: *expires_in_ms,
+                })
+                .collect(),
+        }
+    }
+
+    fn dns(state: StateView, names: Vec<LearntNameView>) -> DnsView {
+        DnsView {
+            container: "0123456789abcdef0123".to_owned(),
+            name: "web".to_owned(),
+            state,
+            names,
+            label: "web".to_owned(),
+        }
+    }
+
+    #[test]
+    fn dns_table_names_each_name_once() {
+        let view = dns(
+            StateView::Running,
+            vec![
+                learnt(
+                    "example.com",
+                    &[("93.184.216.34", 29_999), ("2606:2800:220:1::", 3_598_000)],
+                ),
+                learnt("empty.example", &[]),
+                learnt("pypi.org", &[("151.101.0.223", 999)]),
+            ],
+        );
+        assert_eq!(
+            view.human(),
+            "NAME           ADDRESS            EXPIRES\n\
+             example.com    93.184.216.34          29s\n\
+             \x20              2606:2800:220:1::  59m 58s\n\
+             empty.example  -                        -\n\
+             pypi.org       151.101.0.223           0s\n"
+        );
+    }
+
+    #[test]
+    fn dns_without_names_is_one_line() {
+        assert_eq!(
+            dns(StateView::Running, vec![]).human(),
+            "web: no names learnt yet\n"
+        );
+        let mut stopped = dns(StateView::Stopped, vec![]);
+        assert_eq!(
+            stopped.human(),
+            "web: no names learnt (the container is stopped)\n"
+        );
+        stopped.label = "evil\nname".to_owned();
+        assert_eq!(stopped.human().lines().count(), 1);
+    }
+
+    #[test]
+    fn expiry_is_cut_to_the_second() {
+        assert_eq!(expires(0), "0s");
+        assert_eq!(expires(1_999), "1s");
+        assert_eq!(expires(3_723_000), "1h 2m 3s");
     }
 
     #[test]

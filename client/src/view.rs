@@ -445,6 +445,78 @@ impl From<v1::AuditEvent> for LogEventView {
     }
 }
 
+/// One address a name resolved to (`dns`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LearntAddressView {
+    /// The IP address, as the daemon wrote it.
+    pub address: String,
+    /// Milliseconds until the address leaves the dns sets (unless a new answer refreshes it).
+    pub expires_in_ms: u64,
+}
+
+impl From<v1::LearntAddress> for LearntAddressView {
+    fn from(address: v1::LearntAddress) -> Self {
+        Self {
+            address: address.address,
+            expires_in_ms: address.expires_in_ms,
+        }
+    }
+}
+
+/// One name the DNS proxy let through (`dns`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LearntNameView {
+    /// As the container asked for it; `(restored)` for addresses found after a daemon restart.
+    pub name: String,
+    /// Its addresses, in the daemon's order.
+    pub addresses: Vec<LearntAddressView>,
+}
+
+impl From<v1::LearntName> for LearntNameView {
+    fn from(name: v1::LearntName) -> Self {
+        Self {
+            name: name.name,
+            addresses: name
+                .addresses
+                .into_iter()
+                .map(LearntAddressView::from)
+                .collect(),
+        }
+    }
+}
+
+/// `shieldctl dns CONTAINER`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsView {
+    /// Full container id.
+    pub container: String,
+    /// shield name, may be empty.
+    pub name: String,
+    /// Running or stopped: a stopped container has no names.
+    pub state: StateView,
+    /// The names let through, ordered by name.
+    pub names: Vec<LearntNameView>,
+    /// How the text form names the container (its name, else its short id).
+    #[serde(skip)]
+    pub label: String,
+}
+
+impl DnsView {
+    /// The view of `container`'s learnt `names`.
+    pub fn new(container: &ContainerView, names: Vec<v1::LearntName>) -> Self {
+        let mut names: Vec<LearntNameView> = names.into_iter().map(LearntNameView::from).collect();
+        // The daemon sends them ordered; sorting here keeps the promise whatever it sends.
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        Self {
+            container: container.id.clone(),
+            name: container.name.clone(),
+            state: container.state,
+            names,
+            label: container.label().to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -641,6 +713,61 @@ mod tests {
                 "target": "1.2.3.4",
                 "detail": "by operator",
             })
+        );
+    }
+
+    fn learnt(name: &str, addresses: &[(&str, u64)]) -> v1::LearntName {
+        v1::LearntName {
+            name: name.to_owned(),
+            addresses: addresses
+                .iter()
+                .map(|(address, expires_in_ms)| v1::LearntAddress {
+                    address: (*address).to_owned(),
+                    expires_in_ms: *expires_in_ms,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn dns_json_shape_is_sorted_by_name() {
+        let view = DnsView::new(
+            &container(),
+            vec![
+                learnt("pypi.org", &[("151.101.0.223", 29_000)]),
+                learnt(
+                    "example.com",
+                    &[("93.184.216.34", 3_598_000), ("2606:2800:220:1::", 1)],
+                ),
+            ],
+        );
+        assert_eq!(view.label, "web");
+        assert_eq!(
+            serde_json::to_value(&view).unwrap(),
+            json!({
+                "container": "0123456789abcdef0123",
+                "name": "web",
+                "state": "running",
+                "names": [
+                    {"name": "example.com", "addresses": [
+                        {"address": "93.184.216.34", "expires_in_ms": 3_598_000},
+                        {"address": "2606:2800:220:1::", "expires_in_ms": 1},
+                    ]},
+                    {"name": "pypi.org", "addresses": [
+                        {"address": "151.101.0.223", "expires_in_ms": 29_000},
+                    ]},
+                ],
+            })
+        );
+
+        let mut stopped = container();
+        stopped.name.clear();
+        stopped.state = StateView::Stopped;
+        let view = DnsView::new(&stopped, vec![]);
+        assert_eq!(view.label, "0123456789ab");
+        assert_eq!(
+            serde_json::to_value(&view).unwrap(),
+            json!({"container": "0123456789abcdef0123", "name": "", "state": "stopped", "names": []})
         );
     }
 

@@ -32,6 +32,7 @@ struct FakeDaemon {
     changes: Arc<Mutex<Vec<(&'static str, v1::ChangeRequest)>>>,
     modes: Arc<Mutex<Vec<v1::SetModeRequest>>>,
     logs: Arc<Mutex<Vec<v1::LogsRequest>>>,
+    dns: Arc<Mutex<Vec<v1::GetDnsRequest>>>,
 }
 
 fn container(id: &str, name: &str, state: ContainerState, mode: Mode) -> v1::Container {
@@ -125,6 +126,30 @@ fn events() -> Vec<v1::AuditEvent> {
             "mode",
             "block",
             "up → block",
+        ),
+    ]
+}
+
+fn learnt(name: &str, addresses: &[(&str, u64)]) -> v1::LearntName {
+    v1::LearntName {
+        name: name.to_owned(),
+        addresses: addresses
+            .iter()
+            .map(|(address, expires_in_ms)| v1::LearntAddress {
+                address: (*address).to_owned(),
+                expires_in_ms: *expires_in_ms,
+            })
+            .collect(),
+    }
+}
+
+/// What `web`'s DNS proxy learnt. Out of name order on purpose: shieldctl sorts them itself.
+fn web_names() -> Vec<v1::LearntName> {
+    vec![
+        learnt("pypi.org", &[("151.101.0.223", 299_000)]),
+        learnt(
+            "example.com",
+            &[("93.184.216.34", 29_500), ("2606:2800:220:1::", 3_598_000)],
         ),
     ]
 }
@@ -304,11 +329,23 @@ impl Shield for FakeDaemon {
         Ok(Response::new(stream))
     }
 
+    /// `web` learnt two names; the others (`dev` running, `old` stopped) none.
     async fn get_dns(
         &self,
-        _: Request<v1::GetDnsRequest>,
+        request: Request<v1::GetDnsRequest>,
     ) -> Result<Response<v1::GetDnsResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+        let request = request.into_inner();
+        self.dns.lock().unwrap().push(request.clone());
+        let found = known(&request.container)?;
+        let names = if found.id == WEB_ID {
+            web_names()
+        } else {
+            vec![]
+        };
+        Ok(Response::new(v1::GetDnsResponse {
+            container: Some(found),
+            names,
+        }))
     }
 }
 
@@ -771,4 +808,83 @@ fn logs_follow_runs_until_ctrl_c_and_exits_0() {
     assert!(output.stderr.is_empty(), "{}", stderr(&output));
     let requests = daemon.logs.lock().unwrap();
     assert_eq!((requests[0].last, requests[0].follow), (3, true));
+}
+
+#[test]
+fn dns_table_one_row_per_address() {
+    let daemon = FakeDaemon::default();
+    let (_dir, socket) = serve(daemon.clone());
+    assert_eq!(
+        succeeds(&socket, &["dns", "web"]),
+        "NAME         ADDRESS            EXPIRES\n\
+         example.com  93.184.216.34          29s\n\
+         \x20            2606:2800:220:1::  59m 58s\n\
+         pypi.org     151.101.0.223       4m 59s\n"
+    );
+    assert_eq!(
+        succeeds(&socket, &["dns", "dev"]),
+        "dev: no names learnt yet\n"
+    );
+    assert_eq!(
+        succeeds(&socket, &["dns", "old"]),
+        "old: no names learnt (the container is stopped)\n"
+    );
+    let requests: Vec<String> = daemon
+        .dns
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.container.clone())
+        .collect();
+    assert_eq!(requests, ["web", "dev", "old"]);
+}
+
+#[test]
+fn dns_json() {
+    let (_dir, socket) = serve(FakeDaemon::default());
+    let out = succeeds(&socket, &["dns", "--json", "web"]);
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({
+            "container": WEB_ID,
+            "name": "web",
+            "state": "running",
+            "names": [
+                {"name": "example.com", "addresses": [
+                    {"address": "93.184.216.34", "expires_in_ms": 29_500},
+                    {"address": "2606:2800:220:1::", "expires_in_ms": 3_598_000},
+                ]},
+                {"name": "pypi.org", "addresses": [
+                    {"address": "151.101.0.223", "expires_in_ms": 299_000},
+                ]},
+            ],
+        })
+    );
+
+    let out = succeeds(&socket, &["dns", "old", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({
+            "container": "fedcba9876543210fedcba9876543210",
+            "name": "old",
+            "state": "stopped",
+            "names": [],
+        })
+    );
+}
+
+#[test]
+fn dns_unknown_container_is_the_daemons_message() {
+    let (_dir, socket) = serve(FakeDaemon::default());
+    for args in [&["dns", "nope"][..], &["dns", "--json", "nope"]] {
+        let output = shieldctl(&socket, args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert_eq!(
+            stderr(&output),
+            "shieldctl: no container matches \"nope\"\n"
+        );
+    }
 }
