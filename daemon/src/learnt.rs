@@ -72,20 +72,27 @@ impl LearntAddrs {
         names
     }
 
-    /// Every address still valid at `now`, with the time it has left (at least 1 ms, so that
-    /// a re-added element never gets the meaningless timeout 0).
+    /// Every address still valid at `now`, with the time it has left rounded up to whole
+    /// seconds: never 0 (which would mean "no timeout"), and exact in the kernel, which keeps
+    /// timeouts in jiffies (1 ms to 10 ms): a carried-over element reads back as it was written.
     pub fn remaining(&self, now: Instant) -> Vec<(IpAddr, Duration)> {
         self.addrs
             .iter()
             .filter(|(_, holders)| holders.expires > now)
             .map(|(addr, holders)| {
                 let left = holders.expires - now;
-                (
-                    *addr,
-                    Duration::from_millis(left.as_millis().max(1).try_into().unwrap_or(u64::MAX)),
-                )
+                let whole_seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                (*addr, Duration::from_secs(whole_seconds))
             })
             .collect()
+    }
+
+    /// The time `addr` has left at `now`, if it is recorded and not expired.
+    pub fn time_left(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
+        self.addrs
+            .get(&addr)
+            .and_then(|holders| holders.expires.checked_duration_since(now))
+            .filter(|left| !left.is_zero())
     }
 
     /// Drops what has expired.
@@ -164,7 +171,17 @@ mod tests {
             learnt.remaining(later),
             vec![(ip("2001:db8::1"), Duration::from_secs(10))]
         );
+        let between = now + Duration::from_millis(20_250);
+        assert_eq!(
+            learnt.remaining(between),
+            vec![(ip("2001:db8::1"), Duration::from_secs(10))]
+        );
+        assert_eq!(
+            learnt.time_left(ip("2001:db8::1"), later),
+            Some(Duration::from_secs(10))
+        );
         let expired = now + Duration::from_secs(31);
+        assert_eq!(learnt.time_left(ip("2001:db8::1"), expired), None);
         assert!(learnt.remaining(expired).is_empty());
         learnt.prune(expired);
         assert!(learnt.is_empty());

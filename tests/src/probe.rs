@@ -9,6 +9,10 @@
 //! `probe hold ADDR PORT` keeps one TCP connection open and exchanges a byte with the echo
 //! listener every 100 ms: [`HeldConnection`] tells whether an established flow is still alive and
 //! when it broke (a deny, `block`).
+//!
+//! For the DNS proxy: `probe udp-raw ADDR PORT HEX` sends arbitrary bytes in one datagram and
+//! brings back the reply ([`udp_raw`]); `probe resolve-connect PORT COUNT NAME...` resolves and
+//! connects at once, COUNT times, in one process inside the namespace ([`resolve_connect`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
@@ -111,6 +115,95 @@ pub fn run(ns: &NsProcess, proto: Proto, addr: IpAddr, port: u16) -> Probe {
         String::from_utf8_lossy(&out.stderr)
     );
     Probe::parse(&stdout)
+}
+
+/// Sends `payload` in one UDP datagram from inside the namespace of `ns` to `addr`:`port` and
+/// returns the first datagram that comes back (3 s at most); `Err` with the probe's result line
+/// when none does.
+pub fn udp_raw(ns: &NsProcess, addr: IpAddr, port: u16, payload: &[u8]) -> Result<Vec<u8>, Probe> {
+    let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+    let out = ns
+        .command(bins::bin_dir().join(bins::PROBE))
+        .args(["udp-raw", &addr.to_string(), &port.to_string(), &hex])
+        .output()
+        .expect("run probe udp-raw");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "probe udp-raw {addr} failed: {} {}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe = Probe::parse(&stdout);
+    if !probe.is_ok() {
+        return Err(probe);
+    }
+    let reply = stdout.trim().splitn(3, ' ').nth(2).unwrap_or("");
+    assert!(
+        reply.len().is_multiple_of(2),
+        "odd hex from probe udp-raw: {stdout}"
+    );
+    Ok((0..reply.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&reply[i..i + 2], 16).expect("hex from probe udp-raw"))
+        .collect())
+}
+
+/// What `probe resolve-connect` reported.
+#[derive(Clone, Debug)]
+pub struct ResolveConnect {
+    /// Rounds run.
+    pub rounds: u32,
+    /// One line per failed round: `ROUND NAME DETAIL`.
+    pub failures: Vec<String>,
+    /// Wall time of all rounds, measured in the helper.
+    pub elapsed: Duration,
+}
+
+/// Runs `probe resolve-connect PORT COUNT NAMES…` inside the namespace of `ns`: COUNT rounds of
+/// "A query to the DNS proxy on 127.0.0.1:53, then at once a TCP connect to the first address on
+/// `port`", cycling through `names`.
+pub fn resolve_connect(ns: &NsProcess, port: u16, count: u32, names: &[String]) -> ResolveConnect {
+    let out = ns
+        .command(bins::bin_dir().join(bins::PROBE))
+        .args(["resolve-connect", &port.to_string(), &count.to_string()])
+        .args(names)
+        .output()
+        .expect("run probe resolve-connect");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "probe resolve-connect failed: {} {}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut failures = Vec::new();
+    let mut done = None;
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix("fail ") {
+            failures.push(rest.to_string());
+        } else if let Some(rest) = line.strip_prefix("done ") {
+            let nums: Vec<u64> = rest
+                .split_whitespace()
+                .map(|n| n.parse().expect("number from probe resolve-connect"))
+                .collect();
+            done = Some(nums);
+        }
+    }
+    let Some([rounds, failed, micros]) = done.as_deref().and_then(|n| <[u64; 3]>::try_from(n).ok())
+    else {
+        panic!("probe resolve-connect printed no summary: {stdout}");
+    };
+    assert_eq!(
+        failed,
+        failures.len() as u64,
+        "probe resolve-connect: summary and failure lines disagree: {stdout}"
+    );
+    ResolveConnect {
+        rounds: u32::try_from(rounds).expect("rounds fit"),
+        failures,
+        elapsed: Duration::from_micros(micros),
+    }
 }
 
 /// A TCP connection held open from inside a namespace by `probe hold` (one byte each way every

@@ -63,6 +63,11 @@ pub fn name_policy(
     NamePolicy::new(&allowed, &intent.denied_domains, intent.mode, unlisted)
 }
 
+/// `duration` rounded up to whole seconds (what the kernel holds exactly, whatever its HZ).
+fn round_up_to_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs() + u64::from(duration.subsec_nanos() > 0))
+}
+
 /// The gate of one running container, handed to its DNS proxy.
 #[derive(Debug)]
 pub struct ContainerGate {
@@ -120,6 +125,17 @@ impl Gate for ContainerGate {
                 name: name.to_owned(),
             });
         }
+        // Re-adding an element sets its expiry afresh, so a shorter TTL in this answer must not
+        // cut short an address that an earlier answer (maybe for another name, maybe still in
+        // the client's cache) let through for longer.
+        let now = Instant::now();
+        let addresses: Vec<(IpAddr, Duration)> = addresses
+            .into_iter()
+            .map(|(addr, ttl)| {
+                let left = running.learnt.time_left(addr, now).map(round_up_to_seconds);
+                (addr, left.map_or(ttl, |left| left.max(ttl)))
+            })
+            .collect();
         let elements: Vec<_> = addresses
             .iter()
             .map(|(addr, ttl)| (*addr, Some(*ttl)))
@@ -133,7 +149,6 @@ impl Gate for ContainerGate {
             .await
             .map_err(|err| GateError::Kernel(err.to_string()))?
             .map_err(|err| GateError::Kernel(error_chain(&err)))?;
-        let now = Instant::now();
         for (addr, ttl) in addresses {
             running.learnt.learn(name, addr, ttl, now);
         }

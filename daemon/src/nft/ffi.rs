@@ -471,6 +471,14 @@ impl ElemMsg {
                         attr(sys::NFTNL_SET_ELEM_TIMEOUT),
                         ms,
                     );
+                    // The expiration too: re-adding an element with only the timeout it already
+                    // has leaves its expiry where it was, so a fresh DNS answer would not extend
+                    // an address about to expire. With both, every add restarts the clock.
+                    sys::nftnl_set_elem_set_u64(
+                        elem.as_ptr(),
+                        attr(sys::NFTNL_SET_ELEM_EXPIRATION),
+                        ms,
+                    );
                 }
                 if !e.userdata.is_empty() {
                     sys::nftnl_set_elem_set(

@@ -9,6 +9,13 @@
 //!   then exits.
 //! - `probe serve PORT ADDR...`: TCP and UDP echo listeners on each address; prints `ready` once
 //!   all are bound, then serves until killed.
+//! - `probe udp-raw ADDR PORT HEX`: sends the bytes `HEX` in one datagram and prints
+//!   `ok MICROS REPLYHEX` with the first datagram that comes back within 3 s.
+//! - `probe resolve-connect PORT COUNT NAME...`: COUNT rounds, cycling through the names: an A
+//!   query for the name over UDP to the DNS proxy on `127.0.0.1:53`, then at once a blocking TCP
+//!   connect to the answer's first address on PORT (watchdog 3 s), closed again. Prints
+//!   `fail ROUND NAME DETAIL` for every round that failed (no answer, no address, connect
+//!   failed), then `done ROUNDS FAILURES MICROS`.
 //!
 //! Probes print one line `OUTCOME MICROS [DETAIL]` (outcome `ok`, `refused`, `unreachable`,
 //! `timeout` or `error`) and exit 0; usage errors exit 2.
@@ -181,6 +188,158 @@ fn serve(port: u16, addrs: &[IpAddr]) -> ! {
     }
 }
 
+/// The first datagram that answers `payload` sent to `addr`.
+fn udp_raw(addr: SocketAddr, payload: &[u8]) -> String {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!())
+    } else {
+        "[::]:0".parse().unwrap_or_else(|_| unreachable!())
+    };
+    let start = Instant::now();
+    let result = (|| {
+        let s = UdpSocket::bind(bind)?;
+        s.connect(addr)?;
+        s.set_read_timeout(Some(DNS_WAIT))?;
+        s.send(payload)?;
+        let mut buf = [0u8; 65_535];
+        let n = s.recv(&mut buf)?;
+        Ok::<_, std::io::Error>(buf[..n].to_vec())
+    })();
+    let elapsed = start.elapsed();
+    match result {
+        Ok(v) => format!("ok {} {}", micros(elapsed), hex(&v)),
+        Err(e) => {
+            let (word, detail) = classify(&e);
+            format!("{word} {} {detail}", micros(elapsed))
+        }
+    }
+}
+
+/// How long a DNS query waits for its answer.
+const DNS_WAIT: Duration = Duration::from_secs(3);
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A DNS query for the A records of `name` (recursion desired, no EDNS).
+fn a_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(name.len() + 18);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(u8::try_from(label.len()).unwrap_or_else(|_| fail("label too long")));
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// The position after the (possibly compressed) name starting at `at`.
+fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xc0 == 0xc0 => return Some(at + 2),
+            l => at += 1 + usize::from(l),
+        }
+    }
+}
+
+/// The first A address in the answer to query `id`, or why there is none.
+fn first_a(msg: &[u8], id: u16) -> Result<std::net::Ipv4Addr, String> {
+    let word =
+        |at: usize| -> Option<u16> { Some(u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?])) };
+    let short = || "answer too short".to_string();
+    if word(0).ok_or_else(short)? != id {
+        return Err("answer with another id".into());
+    }
+    let flags = word(2).ok_or_else(short)?;
+    if flags & 0x8000 == 0 {
+        return Err("not a response".into());
+    }
+    if flags & 0x0200 != 0 {
+        return Err("truncated answer".into());
+    }
+    if flags & 0x000f != 0 {
+        return Err(format!("rcode {}", flags & 0x000f));
+    }
+    let questions = word(4).ok_or_else(short)?;
+    let answers = word(6).ok_or_else(short)?;
+    let mut at = 12;
+    for _ in 0..questions {
+        at = skip_name(msg, at).ok_or_else(short)? + 4;
+    }
+    for _ in 0..answers {
+        at = skip_name(msg, at).ok_or_else(short)?;
+        let record_type = word(at).ok_or_else(short)?;
+        let len = usize::from(word(at + 8).ok_or_else(short)?);
+        let data = msg.get(at + 10..at + 10 + len).ok_or_else(short)?;
+        if record_type == 1
+            && let Ok(octets) = <[u8; 4]>::try_from(data)
+        {
+            return Ok(std::net::Ipv4Addr::from(octets));
+        }
+        at += 10 + len;
+    }
+    Err(format!("no A record among {answers} answers"))
+}
+
+/// One round of `resolve-connect`: query, then connect to the answer at once.
+fn resolve_connect_round(id: u16, name: &str, port: u16) -> Result<(), String> {
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    s.connect("127.0.0.1:53")
+        .map_err(|e| format!("connect to the proxy: {e}"))?;
+    s.set_read_timeout(Some(DNS_WAIT))
+        .map_err(|e| e.to_string())?;
+    s.send(&a_query(id, name))
+        .map_err(|e| format!("send the query: {e}"))?;
+    let mut buf = [0u8; 4096];
+    let addr = loop {
+        let n = s.recv(&mut buf).map_err(|e| format!("no answer: {e}"))?;
+        match first_a(&buf[..n], id) {
+            Err(e) if e == "answer with another id" => {}
+            other => break other?,
+        }
+    };
+    let target = SocketAddr::new(IpAddr::V4(addr), port);
+    match TcpStream::connect_timeout(&target, TCP_WATCHDOG) {
+        Ok(stream) => {
+            drop(stream);
+            Ok(())
+        }
+        Err(e) => Err(format!("connect to {target}: {e}")),
+    }
+}
+
+fn resolve_connect(port: u16, count: u32, names: &[&str]) {
+    let start = Instant::now();
+    let mut failures = 0u32;
+    for (round, name) in (0..count).zip(names.iter().cycle()) {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "ids only need to differ nearby"
+        )]
+        let id = (round as u16).wrapping_mul(31).wrapping_add(7);
+        if let Err(detail) = resolve_connect_round(id, name, port) {
+            failures += 1;
+            println!("fail {round} {name} {detail}");
+        }
+    }
+    println!("done {count} {failures} {}", micros(start.elapsed()));
+}
+
 fn fail(msg: &str) -> ! {
     eprintln!("probe: {msg}");
     std::process::exit(2)
@@ -209,6 +368,22 @@ fn main() {
             let ips: Vec<IpAddr> = ips.iter().map(|s| parse_ip(s)).collect();
             serve(parse_port(port), &ips)
         }
-        _ => fail("usage: probe tcp|udp|hold ADDR PORT | probe serve PORT ADDR..."),
+        ["udp-raw", ip, port, payload] => {
+            let payload = unhex(payload).unwrap_or_else(|| fail("bad hex payload"));
+            println!(
+                "{}",
+                udp_raw(SocketAddr::new(parse_ip(ip), parse_port(port)), &payload)
+            );
+        }
+        ["resolve-connect", port, count, names @ ..] if !names.is_empty() => {
+            let count = count
+                .parse()
+                .unwrap_or_else(|_| fail(&format!("bad count {count:?}")));
+            resolve_connect(parse_port(port), count, names);
+        }
+        _ => fail(
+            "usage: probe tcp|udp|hold ADDR PORT | probe serve PORT ADDR... | \
+             probe udp-raw ADDR PORT HEX | probe resolve-connect PORT COUNT NAME...",
+        ),
     }
 }
