@@ -200,7 +200,7 @@ fn allowlisted_name_opens_its_addresses(owner: Owner) {
         .address("allowed.test", b6)
         .start();
     let daemon = start_daemon(owner, "# names only\nallowed.test\n", &dns, "");
-    attach(&daemon, &net);
+    let id = attach(&daemon, &net);
 
     assert_refused(&net, b, "before any query");
     assert_refused(&net, b6, "before any query");
@@ -243,6 +243,26 @@ fn allowlisted_name_opens_its_addresses(owner: Owner) {
     );
     // The name is allowed, not the peer: its other address stays refused.
     assert_refused(&net, net.peer_a(), "an address no answer named");
+
+    // `shieldctl dns` lists the name with both addresses and the time they have left.
+    let listed = daemon.ctl_json(&["dns", &id]);
+    let names = listed["names"].as_array().expect("names array");
+    assert_eq!(names.len(), 1, "{listed}");
+    assert_eq!(names[0]["name"], "allowed.test", "{listed}");
+    let mut addresses: Vec<String> = names[0]["addresses"]
+        .as_array()
+        .expect("addresses array")
+        .iter()
+        .map(|a| {
+            let left = a["expires_in_ms"].as_u64().expect("expires_in_ms");
+            assert!(left > 500_000 && left <= 600_000, "{listed}");
+            a["address"].as_str().expect("address").to_owned()
+        })
+        .collect();
+    addresses.sort();
+    let mut expected = vec![b.to_string(), b6.to_string()];
+    expected.sort();
+    assert_eq!(addresses, expected, "{listed}");
     daemon.stop();
 }
 
