@@ -178,6 +178,23 @@ pub fn apply_changes_verified(
         .map_err(AttachError::ChangeNotInForce)
 }
 
+/// Lets DNS-learnt addresses through: adds `sets` (elements of the timeout sets, with their
+/// timeouts) in one batch and returns once the kernel has acknowledged every message.
+///
+/// The ACK is the kernel's word that it holds the elements, and nothing else changes in this
+/// batch (no chain, no rule, no removal), so unlike [`apply_changes_verified`] there is no
+/// read-back: a DNS answer waits for this call, and a lookup would double its cost.
+pub fn add_dns_elements(attachment: &Attachment, sets: &[ruleset::Set]) -> Result<(), AttachError> {
+    if sets.iter().any(|set| set.kind != SetKind::Timeout) {
+        return Err(AttachError::Apply(NftError::Protocol(
+            "only dns (timeout) set elements are let through from DNS answers".into(),
+        )));
+    }
+    nft::apply_element_changes(attachment.nftables(), sets, &[])
+        .map(drop)
+        .map_err(AttachError::Apply)
+}
+
 /// Like [`verify`], with the elements of the timeout (dns) sets left out of the comparison.
 pub fn verify_except_dns(built: &Table, kernel: &Table, mode: Mode) -> Result<(), VerifyError> {
     verify(

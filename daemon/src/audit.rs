@@ -11,9 +11,10 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,28 @@ use tokio::sync::broadcast;
 
 use crate::oci::{self, OciError};
 use crate::store::Store;
+
+/// Opens (creating it and its directory if needed) a container's trail for appending.
+fn open_trail(dir: &Path, path: &Path) -> Result<OpenTrail, AuditError> {
+    // The store normally made the directory; a detach after a failed attach may come first.
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(AuditError::io(dir, err)),
+    }
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|err| AuditError::io(path, err))?;
+    let meta = file.metadata().map_err(|err| AuditError::io(path, err))?;
+    Ok(OpenTrail {
+        file,
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
 
 /// Name of the audit file in a container's directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
@@ -112,6 +135,16 @@ pub struct AuditEvent {
 struct Inner {
     containers: PathBuf,
     events: broadcast::Sender<AuditEvent>,
+    /// Open trail files by container id: the DNS proxy records every answer, and opening the
+    /// file for each line would cost more than the answer itself.
+    open: Mutex<HashMap<String, OpenTrail>>,
+}
+
+/// An open `audit.jsonl`, and which file it is (to notice it being moved away or deleted).
+struct OpenTrail {
+    file: File,
+    dev: u64,
+    ino: u64,
 }
 
 /// The audit trail of every container: appends to the files and publishes to subscribers.
@@ -142,6 +175,7 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 containers: containers_dir.into(),
                 events,
+                open: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -185,23 +219,28 @@ impl AuditLog {
     /// Appends one line to the event's container's file (the id is already validated).
     fn append(&self, event: &AuditEvent) -> Result<(), AuditError> {
         let dir = self.inner.containers.join(&event.container);
-        // The store normally made the directory; a detach after a failed attach may come first.
-        match DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(err) => return Err(AuditError::io(dir, err)),
-        }
         let path = dir.join(AUDIT_FILE);
         let mut line = serde_json::to_vec(event)?;
         line.push(b'\n');
-        let mut file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|err| AuditError::io(&path, err))?;
+        // A poisoned lock only means a writer panicked; the map still holds whole entries.
+        let mut open = self.inner.open.lock().unwrap_or_else(PoisonError::into_inner);
+        // Reuse the open file while the path still names it: a trail moved away (rotated) or
+        // deleted is reopened, so lines never go to a file nobody reads.
+        let current = fs::metadata(&path).ok();
+        let reusable = match (open.get(&event.container), &current) {
+            (Some(trail), Some(meta)) => trail.dev == meta.dev() && trail.ino == meta.ino(),
+            _ => false,
+        };
+        if !reusable {
+            let trail = open_trail(&dir, &path)?;
+            open.insert(event.container.clone(), trail);
+        }
+        let Some(trail) = open.get_mut(&event.container) else {
+            return Err(AuditError::io(&path, io::Error::other("trail file not open")));
+        };
         // One write(2), not write_all: a retried remainder could land after another writer's line.
-        let written = file
+        let written = trail
+            .file
             .write(&line)
             .map_err(|err| AuditError::io(&path, err))?;
         if written != line.len() {
@@ -396,6 +435,28 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&log.path("c1")), 0o600);
         assert_eq!(mode(log.path("c1").parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn a_trail_moved_away_or_deleted_is_reopened() {
+        let (_dir, log) = log();
+        let path = log.path("c1");
+        log.record(AuditLog::event("c1", "web", action::ALLOW, "1", ""))
+            .unwrap();
+        // Rotated: the old file keeps its line, the next one starts a new file.
+        let rotated = path.with_extension("jsonl.1");
+        fs::rename(&path, &rotated).unwrap();
+        log.record(AuditLog::event("c1", "web", action::ALLOW, "2", ""))
+            .unwrap();
+        assert_eq!(fs::read_to_string(&rotated).unwrap().lines().count(), 1);
+        assert!(fs::read_to_string(&path).unwrap().contains("\"target\":\"2\""));
+        // Deleted: recreated.
+        fs::remove_file(&path).unwrap();
+        log.record(AuditLog::event("c1", "web", action::ALLOW, "3", ""))
+            .unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.contains("\"target\":\"3\""));
     }
 
     #[test]

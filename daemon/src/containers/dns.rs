@@ -11,16 +11,16 @@ use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Mutex;
 
-use super::{Container, blocking, dns_sets, error_chain};
+use super::{Container, dns_sets, error_chain};
 use crate::attach::{self, Attachment};
 use crate::audit::AuditLog;
 use crate::dns::names::{Decision, NamePolicy, Unlisted, Verdict};
 use crate::dns::proxy::{DnsEvent, Gate, GateError};
 use crate::intent::Intent;
 use crate::profiles::DomainPattern;
-use crate::ruleset::ElementChanges;
 
 /// The name policy of one running container, swapped whole when its intent changes.
 #[derive(Debug)]
@@ -140,15 +140,18 @@ impl Gate for ContainerGate {
             .iter()
             .map(|(addr, ttl)| (*addr, Some(*ttl)))
             .collect();
-        let changes = ElementChanges {
-            adds: dns_sets(&elements),
-            removes: Vec::new(),
+        let sets = dns_sets(&elements);
+        // One small batch on the container's own socket: the kernel answers in microseconds,
+        // far less than handing the work to another thread would cost on every DNS answer.
+        // `block_in_place` still lets the runtime move other tasks away should the kernel's
+        // nf_tables mutex be held for long by a big batch elsewhere.
+        let attachment = &running.attachment;
+        let insert = || attach::add_dns_elements(attachment, &sets);
+        let inserted = match Handle::current().runtime_flavor() {
+            RuntimeFlavor::MultiThread => tokio::task::block_in_place(insert),
+            _ => insert(),
         };
-        let attachment = Arc::clone(&running.attachment);
-        blocking(move || attach::apply_changes_verified(&attachment, &changes))
-            .await
-            .map_err(|err| GateError::Kernel(err.to_string()))?
-            .map_err(|err| GateError::Kernel(error_chain(&err)))?;
+        inserted.map_err(|err| GateError::Kernel(error_chain(&err)))?;
         for (addr, ttl) in addresses {
             running.learnt.learn(name, addr, ttl, now);
         }
