@@ -9,9 +9,9 @@
 //! it whole at the end of the file, so concurrent writers (tasks, threads, even processes) never
 //! interleave their lines. A line torn by a crash or a full disk is skipped when read.
 
+use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -223,7 +223,11 @@ impl AuditLog {
         let mut line = serde_json::to_vec(event)?;
         line.push(b'\n');
         // A poisoned lock only means a writer panicked; the map still holds whole entries.
-        let mut open = self.inner.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self
+            .inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // Reuse the open file while the path still names it: a trail moved away (rotated) or
         // deleted is reopened, so lines never go to a file nobody reads.
         let current = fs::metadata(&path).ok();
@@ -236,7 +240,10 @@ impl AuditLog {
             open.insert(event.container.clone(), trail);
         }
         let Some(trail) = open.get_mut(&event.container) else {
-            return Err(AuditError::io(&path, io::Error::other("trail file not open")));
+            return Err(AuditError::io(
+                &path,
+                io::Error::other("trail file not open"),
+            ));
         };
         // One write(2), not write_all: a retried remainder could land after another writer's line.
         let written = trail
@@ -449,7 +456,11 @@ mod tests {
         log.record(AuditLog::event("c1", "web", action::ALLOW, "2", ""))
             .unwrap();
         assert_eq!(fs::read_to_string(&rotated).unwrap().lines().count(), 1);
-        assert!(fs::read_to_string(&path).unwrap().contains("\"target\":\"2\""));
+        assert!(
+            fs::read_to_string(&path)
+                .unwrap()
+                .contains("\"target\":\"2\"")
+        );
         // Deleted: recreated.
         fs::remove_file(&path).unwrap();
         log.record(AuditLog::event("c1", "web", action::ALLOW, "3", ""))

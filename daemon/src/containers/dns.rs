@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Mutex;
 
 use super::{Container, dns_sets, error_chain};
@@ -140,18 +139,13 @@ impl Gate for ContainerGate {
             .iter()
             .map(|(addr, ttl)| (*addr, Some(*ttl)))
             .collect();
-        let sets = dns_sets(&elements);
-        // One small batch on the container's own socket: the kernel answers in microseconds,
-        // far less than handing the work to another thread would cost on every DNS answer.
-        // `block_in_place` still lets the runtime move other tasks away should the kernel's
-        // nf_tables mutex be held for long by a big batch elsewhere.
-        let attachment = &running.attachment;
-        let insert = || attach::add_dns_elements(attachment, &sets);
-        let inserted = match Handle::current().runtime_flavor() {
-            RuntimeFlavor::MultiThread => tokio::task::block_in_place(insert),
-            _ => insert(),
-        };
-        inserted.map_err(|err| GateError::Kernel(error_chain(&err)))?;
+        // One small batch on the container's own socket, run right here: the kernel answers
+        // in microseconds, far less than handing the work to another thread would cost on every
+        // DNS answer. It cannot be held up by other containers: nf_tables serialises commits
+        // per network namespace, and in this one only the daemon can commit (the workload holds
+        // no CAP_NET_ADMIN), under the container lock held here.
+        attach::add_dns_elements(&running.attachment, &dns_sets(&elements))
+            .map_err(|err| GateError::Kernel(error_chain(&err)))?;
         for (addr, ttl) in addresses {
             running.learnt.learn(name, addr, ttl, now);
         }
