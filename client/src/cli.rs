@@ -1,12 +1,15 @@
 //! The command line (clap derive): global options and one variant per command.
 //!
-//! Later commands (watch, setup, prepare, run, doctor) are new [`Command`] variants with
-//! their own argument structs; the global options and [`ModeArg`] are shared by them.
+//! Each command with options has its own argument struct; the global options and [`ModeArg`]
+//! are shared by them. The podman commands (setup, prepare, run, doctor) share [`HookArg`].
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shield_proto::v1;
+
+use crate::podman_args::PodmanVersion;
+use crate::setup::Scope;
 
 /// `shieldctl [--socket PATH] [--json] COMMAND`.
 #[derive(Debug, Parser)]
@@ -76,6 +79,91 @@ pub enum Command {
         /// Container id, unique id prefix, or name
         container: String,
     },
+    /// Install the OCI hooks that attach shield to annotated containers (--remove: undo)
+    Setup(SetupArgs),
+    /// Print the podman run arguments that put a container under shield
+    Prepare(PrepareArgs),
+    /// Run `podman run` with shield's arguments and yours (after `--`)
+    Run(RunArgs),
+    /// Check that shielded containers can work here, and say how to fix what is missing
+    Doctor(DoctorArgs),
+}
+
+/// The hook binary, for the commands that install or check the hooks.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct HookArg {
+    /// The shield-hook binary the hooks run [default: shield-hook next to shieldctl]
+    #[arg(long = "hook", env = "SHIELD_HOOK", value_name = "PATH")]
+    pub hook: Option<PathBuf>,
+}
+
+/// Arguments of `setup`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct SetupArgs {
+    /// For your rootless podman: shield's own hook directory, listed in your containers.conf
+    /// [default unless root]
+    #[arg(long, conflicts_with = "system")]
+    pub user: bool,
+    /// For every podman: /etc/containers/oci/hooks.d [default for root]
+    #[arg(long)]
+    pub system: bool,
+    /// Remove what setup installed
+    #[arg(long)]
+    pub remove: bool,
+    /// The hook binary.
+    #[command(flatten)]
+    pub hook: HookArg,
+}
+
+impl SetupArgs {
+    /// The scope asked for; without `--user` or `--system`: system for root, else user.
+    pub fn scope(&self, root: bool) -> Scope {
+        if self.system || (root && !self.user) {
+            Scope::System
+        } else {
+            Scope::User
+        }
+    }
+}
+
+/// Arguments of `prepare`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct PrepareArgs {
+    /// Container name (need not exist yet)
+    pub name: String,
+    /// Profiles to apply [default: the daemon's default profiles]
+    #[arg(long, num_args = 1.., value_delimiter = ',', value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// Build the arguments for this podman version instead of asking `podman --version`
+    #[arg(long, value_name = "VERSION", value_parser = crate::integration::parse_podman_version)]
+    pub podman_version: Option<PodmanVersion>,
+    /// The hook binary.
+    #[command(flatten)]
+    pub hook: HookArg,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct RunArgs {
+    /// Container name (need not exist yet)
+    pub name: String,
+    /// Profiles to apply [default: the daemon's default profiles]
+    #[arg(long, num_args = 1.., value_delimiter = ',', value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// The hook binary.
+    #[command(flatten)]
+    pub hook: HookArg,
+    /// podman run options, the image and its command
+    #[arg(last = true, required = true, value_name = "PODMAN_RUN_ARGS")]
+    pub podman_args: Vec<String>,
+}
+
+/// Arguments of `doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct DoctorArgs {
+    /// The hook binary.
+    #[command(flatten)]
+    pub hook: HookArg,
 }
 
 /// Arguments of `allow` and `deny`.
@@ -402,6 +490,83 @@ mod tests {
         assert!(parse(&["logs", "-n", "-1"]).is_err());
         assert!(parse(&["logs", "-n", "many"]).is_err());
         assert!(parse(&["logs", "a", "b"]).is_err());
+    }
+
+    #[test]
+    fn setup_scopes() {
+        let Command::Setup(args) = parse(&["setup"]).unwrap().command else {
+            panic!("setup expected");
+        };
+        assert_eq!(args.scope(false), Scope::User);
+        assert_eq!(args.scope(true), Scope::System);
+        assert!(!args.remove);
+        let Command::Setup(args) = parse(&["setup", "--user", "--remove"]).unwrap().command else {
+            panic!("setup expected");
+        };
+        assert_eq!(args.scope(true), Scope::User);
+        assert!(args.remove);
+        let Command::Setup(args) = parse(&["setup", "--system", "--hook", "/h"])
+            .unwrap()
+            .command
+        else {
+            panic!("setup expected");
+        };
+        assert_eq!(args.scope(false), Scope::System);
+        assert_eq!(args.hook.hook, Some(PathBuf::from("/h")));
+        assert!(parse(&["setup", "--user", "--system"]).is_err());
+    }
+
+    #[test]
+    fn prepare_and_run_arguments() {
+        let Command::Prepare(args) = parse(&[
+            "prepare",
+            "web",
+            "--profiles",
+            "a,b",
+            "--podman-version",
+            "4.3.1",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("prepare expected");
+        };
+        assert_eq!(args.name, "web");
+        assert_eq!(args.profiles, ["a", "b"]);
+        assert_eq!(args.podman_version, PodmanVersion::parse("4.3.1"));
+        assert!(parse(&["prepare"]).is_err());
+        assert!(parse(&["prepare", "web", "--podman-version", "x"]).is_err());
+
+        let Command::Run(args) = parse(&[
+            "run",
+            "web",
+            "--profiles",
+            "a",
+            "b",
+            "--",
+            "--rm",
+            "-it",
+            "alpine",
+            "sh",
+            "-c",
+            "--json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("run expected");
+        };
+        assert_eq!(args.profiles, ["a", "b"]);
+        assert_eq!(
+            args.podman_args,
+            ["--rm", "-it", "alpine", "sh", "-c", "--json"]
+        );
+        assert!(parse(&["run", "web"]).is_err());
+        assert!(parse(&["run", "web", "alpine"]).is_err());
+        assert!(matches!(
+            parse(&["doctor"]).unwrap().command,
+            Command::Doctor(_)
+        ));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Runs a parsed command against the daemon and hands the result to [`Output`].
 //!
-//! One function per command. The daemon connection is opened on first use ([`Session`]), so
-//! later commands that need no daemon (`setup`, `prepare`, `doctor` checks) never try to reach it.
+//! One function per command; the podman commands are in [`crate::integration`]. The daemon
+//! connection is opened on first use ([`Session`]), so commands that need no daemon (`setup`,
+//! `prepare`) never try to reach it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use tonic::transport::Channel;
 
 use crate::cli::{ChangeArgs, Cli, Command, LogsArgs, ModeArg, PreviewArgs};
 use crate::error::CtlError;
+use crate::integration;
 use crate::output::{self, Format, Output};
 use crate::view::{
     ChangeAction, ChangeView, ContainerList, ContainerView, DnsView, LogEventView, ModeChangeView,
@@ -28,7 +30,13 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `cli`, writing results to `out`.
 pub async fn run<W: Write>(cli: &Cli, out: &mut Output<W>) -> Result<(), CtlError> {
-    let mut session = Session::new(socket_path(cli.socket.as_deref())?);
+    let socket = socket_path(cli.socket.as_deref());
+    if let Command::Doctor(args) = &cli.command {
+        // doctor reports a missing socket path as a finding instead of failing on it.
+        return integration::doctor(socket, args, out).await;
+    }
+    let socket = socket?;
+    let mut session = Session::new(socket.clone());
     match &cli.command {
         Command::Status => status(&mut session, out).await,
         Command::Ps => ps(&mut session, out).await,
@@ -46,6 +54,10 @@ pub async fn run<W: Write>(cli: &Cli, out: &mut Output<W>) -> Result<(), CtlErro
         Command::State { container } => state(&mut session, out, container).await,
         Command::Logs(args) => logs(&mut session, out, args).await,
         Command::Dns { container } => dns(&mut session, out, container).await,
+        Command::Setup(args) => integration::setup(&socket, args, out),
+        Command::Prepare(args) => integration::prepare(&socket, args, out),
+        Command::Run(args) => integration::run(&mut session, &socket, args).await,
+        Command::Doctor(args) => integration::doctor(Ok(socket), args, out).await,
     }
 }
 

@@ -49,6 +49,51 @@ pub enum CtlError {
     /// Writing to stdout failed (other than a closed pipe, which ends quietly).
     #[error("cannot write the output: {0}")]
     Write(std::io::Error),
+    /// An XDG directory cannot be derived.
+    #[error(transparent)]
+    Directory(#[from] crate::host::NoDirectory),
+    /// `setup` failed.
+    #[error(transparent)]
+    Setup(#[from] crate::setup::SetupError),
+    /// The installed hooks would not shield a container.
+    #[error(transparent)]
+    Hooks(#[from] crate::hooks::HooksError),
+    /// A podman argument `run` refuses.
+    #[error(transparent)]
+    Refused(#[from] crate::arg_guard::Refusal),
+    /// A name or profile podman or shieldd would reject.
+    #[error(transparent)]
+    Args(#[from] crate::podman_args::ArgsError),
+    /// A `containers.conf` podman reads is unusable.
+    #[error(transparent)]
+    ContainersConf(#[from] crate::containers_conf::ConfError),
+    /// shield's `config.toml` is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::shield_config::ConfigError),
+    /// The hook binary or the socket cannot be made absolute.
+    #[error(
+        "cannot locate shield-hook or the socket: {0} (pass --hook PATH and an absolute --socket)"
+    )]
+    HookPath(std::io::Error),
+    /// A file operation of `prepare` or `run` failed.
+    #[error("cannot {what} {}: {source}", .path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// To which path.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// podman is not installed.
+    #[error("podman not found in PATH (install it; `shieldctl doctor` checks the rest)")]
+    PodmanMissing,
+    /// `podman run` could not be started.
+    #[error("cannot run podman: {0}")]
+    Exec(std::io::Error),
+    /// `doctor` found problems (already printed).
+    #[error("{0} check(s) failed: shielded containers will not work here until fixed")]
+    DoctorFailed(usize),
 }
 
 impl CtlError {

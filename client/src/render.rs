@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use crate::table::{Align, Table, pairs, sanitize, width};
 use crate::view::{
-    ChangeView, ContainerList, ContainerView, DnsView, LogEventView, ModeChangeView, PreviewView,
-    ProfileList, RulesView, StateReport, StateView, StatusView,
+    ChangeView, ContainerList, ContainerView, DnsView, DoctorView, LogEventView, ModeChangeView,
+    PrepareView, PreviewView, ProfileList, RulesView, SetupView, StateReport, StateView,
+    StatusView,
 };
 
 /// Something shieldctl prints: as text by default, as JSON with `--json`.
@@ -238,6 +239,78 @@ impl Render for DnsView {
             }
         }
         table.render()
+    }
+}
+
+impl Render for SetupView {
+    /// One `ACTION  PATH  (DETAIL)` line per path, then a line saying when nothing changed.
+    fn human(&self) -> String {
+        let widest = self
+            .changes
+            .iter()
+            .map(|change| change.action.as_str().len())
+            .max()
+            .unwrap_or(0);
+        let mut text = String::new();
+        for change in &self.changes {
+            let action = change.action.as_str();
+            text.push_str(action);
+            text.push_str(&" ".repeat(widest - action.len() + 2));
+            text.push_str(&sanitize(&change.path.to_string_lossy()));
+            if !change.detail.is_empty() {
+                text.push_str("  (");
+                text.push_str(&sanitize(&change.detail));
+                text.push(')');
+            }
+            text.push('\n');
+        }
+        if !self.changed {
+            text.push_str(if self.remove {
+                "nothing to remove\n"
+            } else {
+                "nothing to change: the hooks are installed\n"
+            });
+        }
+        text
+    }
+}
+
+impl Render for PrepareView {
+    /// The arguments on one line, quoted for a POSIX shell:
+    /// `eval "podman run $(shieldctl prepare web) IMAGE"`.
+    fn human(&self) -> String {
+        let mut line = crate::podman_args::shell_words(&self.args);
+        line.push('\n');
+        line
+    }
+}
+
+impl Render for DoctorView {
+    /// `STATUS CHECK FINDING` rows, each failing or warning one followed by a `fix:` row, then
+    /// the verdict.
+    fn human(&self) -> String {
+        let mut table = Table::new(&[
+            ("STATUS", Align::Left),
+            ("CHECK", Align::Left),
+            ("FINDING", Align::Left),
+        ]);
+        for finding in &self.findings {
+            table.row([
+                finding.status.as_str(),
+                finding.check,
+                finding.what.as_str(),
+            ]);
+            if let Some(fix) = &finding.fix {
+                table.row(["", "", &format!("fix: {fix}")]);
+            }
+        }
+        let mut text = table.render();
+        text.push_str(if self.ok {
+            "shielded containers can run here\n"
+        } else {
+            "shielded containers will NOT work here: apply the fixes above\n"
+        });
+        text
     }
 }
 
@@ -583,5 +656,81 @@ mod tests {
             ruleset: String::new(),
         };
         assert_eq!(empty.human(), "");
+    }
+
+    #[test]
+    fn setup_lines_and_nothing_to_change() {
+        use crate::setup::{Action, Change, Scope};
+        let change = |action, path: &str, detail: &str| Change {
+            action,
+            path: path.into(),
+            detail: detail.to_owned(),
+        };
+        let mut view = SetupView {
+            scope: Scope::User,
+            remove: false,
+            hooks_dir: "/h".to_owned(),
+            hook: "/bin/shield-hook".to_owned(),
+            socket: "/s".to_owned(),
+            changed: true,
+            changes: vec![
+                change(Action::Created, "/h/a.json", "createRuntime hook"),
+                change(Action::Unchanged, "/c", ""),
+            ],
+            warnings: vec![],
+        };
+        assert_eq!(
+            view.human(),
+            "created    /h/a.json  (createRuntime hook)\nunchanged  /c\n"
+        );
+        view.changed = false;
+        view.changes.clear();
+        assert_eq!(view.human(), "nothing to change: the hooks are installed\n");
+        view.remove = true;
+        assert_eq!(view.human(), "nothing to remove\n");
+    }
+
+    #[test]
+    fn doctor_rows_fixes_and_verdict() {
+        use crate::doctor::{Finding, Status};
+        let view = DoctorView {
+            ok: false,
+            findings: vec![
+                Finding {
+                    check: "podman",
+                    status: Status::Fail,
+                    what: "podman is not installed".to_owned(),
+                    fix: Some("apt-get install podman".to_owned()),
+                },
+                Finding {
+                    check: "tun",
+                    status: Status::Ok,
+                    what: "fine".to_owned(),
+                    fix: None,
+                },
+            ],
+        };
+        assert_eq!(
+            view.human(),
+            "STATUS  CHECK   FINDING\n\
+             FAIL    podman  podman is not installed\n\
+             \x20               fix: apt-get install podman\n\
+             ok      tun     fine\n\
+             shielded containers will NOT work here: apply the fixes above\n"
+        );
+    }
+
+    #[test]
+    fn prepare_is_one_shell_line() {
+        let view = PrepareView {
+            name: "web".to_owned(),
+            profiles: vec![],
+            network: crate::podman_args::NetworkPlan::Default,
+            host_address: None,
+            loopback_ports: vec![],
+            resolv_conf: "/r".to_owned(),
+            args: vec!["--name".to_owned(), "web".to_owned(), "a b".to_owned()],
+        };
+        assert_eq!(view.human(), "--name web 'a b'\n");
     }
 }

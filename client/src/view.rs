@@ -517,6 +517,55 @@ impl DnsView {
     }
 }
 
+/// `shieldctl setup [--remove]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetupView {
+    /// `user` or `system`.
+    pub scope: crate::setup::Scope,
+    /// True for `--remove`.
+    pub remove: bool,
+    /// The hooks directory.
+    pub hooks_dir: String,
+    /// The hook binary the hooks run.
+    pub hook: String,
+    /// The socket the hooks use.
+    pub socket: String,
+    /// Whether anything changed.
+    pub changed: bool,
+    /// Every path looked at, in order.
+    pub changes: Vec<crate::setup::Change>,
+    /// Problems that remain (also printed to stderr).
+    pub warnings: Vec<String>,
+}
+
+/// `shieldctl prepare NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrepareView {
+    /// The container name.
+    pub name: String,
+    /// The profiles asked for (empty: the daemon's defaults).
+    pub profiles: Vec<String>,
+    /// `default`, `slirp4netns` or `pasta`.
+    pub network: crate::podman_args::NetworkPlan,
+    /// Where the container reaches the host's loopback ports, if it can.
+    pub host_address: Option<String>,
+    /// The host-loopback ports from config.toml.
+    pub loopback_ports: Vec<u16>,
+    /// shield's resolv.conf on the host.
+    pub resolv_conf: String,
+    /// The arguments to put after `podman run`.
+    pub args: Vec<String>,
+}
+
+/// `shieldctl doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DoctorView {
+    /// No check failed: shielded containers will work.
+    pub ok: bool,
+    /// Every check, in order.
+    pub findings: Vec<crate::doctor::Finding>,
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

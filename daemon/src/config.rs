@@ -21,6 +21,10 @@ pub struct Config {
     pub allow_root: bool,
     /// The `[dns]` section: where the daemon resolves names, and how long learnt addresses live.
     pub dns: DnsConfig,
+    /// TCP ports of the host's loopback that containers may reach (`loopback_ports = [8080]`).
+    /// Read here so that the daemon and `shieldctl prepare`/`run` (which then give podman the
+    /// host-loopback network arguments) agree on one file; empty: no host-loopback access.
+    pub loopback_ports: Vec<u16>,
 }
 
 impl Default for Config {
@@ -29,6 +33,7 @@ impl Default for Config {
             default_profiles: vec!["dev-standard".to_owned()],
             allow_root: false,
             dns: DnsConfig::default(),
+            loopback_ports: Vec::new(),
         }
     }
 }

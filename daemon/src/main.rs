@@ -11,7 +11,8 @@ use clap::Parser;
 #[command(version, about)]
 struct Args {
     /// Socket to serve on [default: $XDG_RUNTIME_DIR/shield/shieldd.sock, or
-    /// /run/shield/shieldd.sock as root].
+    /// /run/shield/shieldd.sock as root]. Ignored when systemd passes the socket (socket
+    /// activation).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
 }
@@ -25,7 +26,17 @@ fn main() -> ExitCode {
     {
         return shieldd::netns::helper_main();
     }
-    match daemon(Args::parse()) {
+    let args = Args::parse();
+    // SAFETY: no thread has been started yet (the runtime is built later), and nothing has
+    // opened a descriptor that could be mistaken for the passed one: this is the first thing the
+    // daemon does after parsing its arguments.
+    #[allow(unsafe_code, reason = "see take_activated_socket's safety contract")]
+    let activated = unsafe { shieldd::activation::take_activated_socket() };
+    shieldd::logging::init();
+    match activated
+        .map_err(anyhow::Error::from)
+        .and_then(|activated| daemon(args, activated))
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             #[allow(
@@ -40,13 +51,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn daemon(args: Args) -> anyhow::Result<()> {
-    init_tracing();
+fn daemon(
+    args: Args,
+    activated: Option<shieldd::activation::ActivatedSocket>,
+) -> anyhow::Result<()> {
     let dirs = shieldd::config::Dirs::from_env()?;
     let config = shieldd::config::Config::load(&dirs.config_file())?;
-    let socket = match args.socket {
-        Some(path) => std::path::absolute(path).context("cannot resolve --socket")?,
-        None => shield_proto::paths::default_socket_path()
+    let socket = match (&activated, args.socket) {
+        (Some(activated), requested) => {
+            if requested.is_some() {
+                tracing::warn!(socket = %activated.path.display(), "--socket ignored: serving the socket systemd passed");
+            }
+            activated.path.clone()
+        }
+        (None, Some(path)) => std::path::absolute(path).context("cannot resolve --socket")?,
+        (None, None) => shield_proto::paths::default_socket_path()
             .context("XDG_RUNTIME_DIR is not set: set it or pass --socket PATH")?,
     };
     let helper = shieldd::netns::HelperCommand::this_binary();
@@ -58,13 +77,30 @@ fn daemon(args: Args) -> anyhow::Result<()> {
         // Handlers first: a SIGTERM that arrives as soon as the socket listens must still be a
         // clean shutdown, not the default action (death with the socket left behind).
         let shutdown = shutdown_signal()?;
-        let listener = shieldd::server::bind(&socket).await?;
-        tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "shieldd listening");
+        let (listener, socket_owner) = match activated {
+            Some(activated) => (
+                tokio::net::UnixListener::from_std(activated.listener)
+                    .context("cannot serve the socket systemd passed")?,
+                shieldd::SocketOwner::ServiceManager,
+            ),
+            None => (
+                shieldd::server::bind(&socket).await?,
+                shieldd::SocketOwner::Daemon,
+            ),
+        };
+        tracing::info!(
+            socket = %socket.display(),
+            activated = socket_owner == shieldd::SocketOwner::ServiceManager,
+            version = env!("CARGO_PKG_VERSION"),
+            "shieldd listening"
+        );
         let options = shieldd::Options {
             config,
             dirs,
             socket,
+            socket_owner,
             helper,
+            lifecycle: std::sync::Arc::new(shieldd::activation::SystemdNotify),
         };
         shieldd::run(options, listener, shutdown).await?;
         tracing::info!("shieldd stopped");
@@ -83,15 +119,4 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
         }
     })
-}
-
-/// Logs to stderr; level from `SHIELD_LOG` (e.g. `info`, `shieldd=debug`), `info` by default.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIELD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

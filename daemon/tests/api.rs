@@ -41,9 +41,11 @@ impl Daemon {
             config: shieldd::config::Config::default(),
             dirs,
             socket: socket.clone(),
+            socket_owner: shieldd::SocketOwner::Daemon,
             helper: shieldd::netns::HelperCommand::new(PathBuf::from(env!(
                 "CARGO_BIN_EXE_shieldd"
             ))),
+            lifecycle: std::sync::Arc::new(shieldd::activation::Unsupervised),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
