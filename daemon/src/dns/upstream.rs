@@ -28,9 +28,10 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::servers::UpstreamServers;
@@ -152,6 +153,9 @@ impl Forwarder {
     }
 }
 
+/// What one attempt ends with: the server it asked, and its reply or why there is none.
+type Attempt = (SocketAddr, Result<Vec<u8>, UpstreamError>);
+
 /// A query as every attempt needs it.
 #[derive(Clone)]
 struct Query {
@@ -173,9 +177,11 @@ struct Race {
     planned: usize,
     /// Servers that failed at the network level in this call: not asked again.
     failed: Vec<SocketAddr>,
-    /// The attempts still running. Dropping the set aborts them, so a cancelled `forward` (a
-    /// client gone, a proxy stopping) leaves no socket behind.
-    running: JoinSet<(SocketAddr, Result<Vec<u8>, UpstreamError>)>,
+    /// The attempts still running, polled by the task that forwards (no task per attempt: a
+    /// hand-off between threads would cost more than the upstream round trip). Dropping them
+    /// ends them, so a cancelled `forward` (a client gone, a proxy stopping) leaves no socket
+    /// behind.
+    running: FuturesUnordered<BoxFuture<'static, Attempt>>,
 }
 
 impl Race {
@@ -188,7 +194,7 @@ impl Race {
             launched: 0,
             planned,
             failed: Vec::new(),
-            running: JoinSet::new(),
+            running: FuturesUnordered::new(),
         }
     }
 
@@ -215,8 +221,9 @@ impl Race {
                 continue;
             }
             let query = query.clone();
-            self.running
-                .spawn(async move { (server, ask_udp(server, &query).await) });
+            self.running.push(Box::pin(
+                async move { (server, ask_udp(server, &query).await) },
+            ));
             return true;
         }
         false
@@ -244,9 +251,9 @@ impl Race {
                 return Err(last_failure.unwrap_or_else(|| self.timeout_error()));
             }
             tokio::select! {
-                Some(done) = self.running.join_next() => match done {
-                    Ok((_, Ok(reply))) => return Ok(reply),
-                    Ok((server, Err(err))) => {
+                Some(done) = self.running.next() => match done {
+                    (_, Ok(reply)) => return Ok(reply),
+                    (server, Err(err)) => {
                         tracing::debug!(%server, error = %err, "upstream attempt failed");
                         if matches!(err, UpstreamError::Network { .. }) {
                             self.failed.push(server);
@@ -255,8 +262,6 @@ impl Race {
                         // Ask the next server now rather than after the interval.
                         next_launch = Instant::now();
                     }
-                    // Not reachable: attempts do not panic and are only aborted with the set.
-                    Err(err) => tracing::warn!(error = %err, "upstream attempt ended abnormally"),
                 },
                 () = tokio::time::sleep_until(next_launch), if next_launch < deadline => {}
                 () = tokio::time::sleep_until(deadline) => return Err(self.timeout_error()),
