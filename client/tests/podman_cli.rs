@@ -201,7 +201,9 @@ impl World {
             .env("SHIELD_SOCKET", &self.socket)
             .env("SHIELD_HOOK", self.hook())
             .env("CONTAINERS_CONF", self.conf())
-            .env("PATH", format!("{}:/usr/bin:/bin", self.bin.display()))
+            // Only the test's own bin directory: a podman installed on the machine must not
+            // answer for the fake one, nor be found where a test wants none.
+            .env("PATH", &self.bin)
             .output()
             .unwrap()
     }
