@@ -137,7 +137,7 @@ impl Intent {
 
     /// The ruleset policy: profile addresses and live allows in the allow sets, denies in the
     /// deny sets.
-    pub fn policy(&self, profile_nets: &[IpNet]) -> Policy {
+    pub fn policy(&self, profile_nets: &[IpNet], host_ports: &[u16]) -> Policy {
         // A set for membership: with many thousands of live allows a list scan per entry would
         // make every change quadratic in the size of the policy.
         let mut seen: HashSet<IpNet> = profile_nets.iter().copied().collect();
@@ -147,6 +147,7 @@ impl Intent {
             allow,
             deny: self.denied.clone(),
             mode: self.mode,
+            host_ports: host_ports.to_vec(),
         }
     }
 
@@ -233,7 +234,7 @@ mod tests {
         // Denying an address a profile allows: the deny set carries it, the allow set keeps the
         // profile's network, and the kernel's rule order makes the deny win.
         intent.deny(&Target::Net("198.51.100.7/32".parse().unwrap()));
-        let policy = intent.policy(&profile);
+        let policy = intent.policy(&profile, &[]);
         assert_eq!(policy.allow.len(), 2);
         assert_eq!(
             policy.deny,

@@ -341,6 +341,7 @@ impl pb::shield_server::Shield for ShieldService {
             allow: entries.nets,
             deny: Vec::new(),
             mode,
+            host_ports: self.containers.config().loopback_ports.clone(),
         };
         Ok(Response::new(pb::PreviewRulesetResponse {
             ruleset: ruleset::render(&ruleset::build(&policy)),

@@ -98,6 +98,7 @@ fn policy(allow: &[&str], deny: &[&str]) -> Policy {
         allow: nets(allow),
         deny: nets(deny),
         mode: Mode::Up,
+        host_ports: Vec::new(),
     }
 }
 
@@ -475,6 +476,7 @@ fn large_changes_split_only_when_add_only() {
             })
             .collect(),
         mode: Mode::Up,
+        host_ports: Vec::new(),
     });
     let c = element_changes(&t0, &t1).unwrap();
     assert!(c.removes.is_empty());
@@ -522,6 +524,7 @@ fn t1_policy_deny(t: &Table) -> Policy {
         allow: Vec::new(),
         deny,
         mode: Mode::Up,
+        host_ports: Vec::new(),
     }
 }
 

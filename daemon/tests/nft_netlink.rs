@@ -635,6 +635,7 @@ fn policies() -> Vec<Policy> {
             allow: Vec::new(),
             deny: Vec::new(),
             mode,
+            host_ports: Vec::new(),
         });
         out.push(Policy {
             allow: nets(&[
@@ -646,6 +647,7 @@ fn policies() -> Vec<Policy> {
             ]),
             deny: nets(&["10.1.0.0/16", "203.0.113.7/32", "2001:db8::/32"]),
             mode,
+            host_ports: Vec::new(),
         });
     }
     out

@@ -37,6 +37,7 @@ fn small_policy(mode: Mode) -> Policy {
         allow: nets(&["1.2.3.4/32", "2001:db8::1/128"]),
         deny: nets(&["5.6.7.8/32", "2001:db8::dead/128"]),
         mode,
+        host_ports: Vec::new(),
     }
 }
 
@@ -76,6 +77,7 @@ fn cases() -> Vec<Case> {
                     "8.8.8.8/32",
                 ]),
                 mode: Mode::Up,
+                host_ports: Vec::new(),
             },
         },
         Case {
@@ -85,6 +87,16 @@ fn cases() -> Vec<Case> {
                 allow: nets(&["10.1.2.3/32", "fd00::1/128"]),
                 deny: Vec::new(),
                 mode: Mode::Up,
+                host_ports: Vec::new(),
+            },
+        },
+        Case {
+            name: "host_ports_up",
+            policy: Policy {
+                // Ports of the host's loopback (config `loopback_ports`), repeated and unsorted:
+                // rendered once each, in order, for both host-loopback addresses.
+                host_ports: vec![8080, 3000, 8080],
+                ..small_policy(Mode::Up)
             },
         },
         Case {
@@ -190,6 +202,11 @@ fn golden_allowlisted_private_up() {
         allow < private,
         "allow_v4 must be accepted before private_v4 is rejected"
     );
+}
+
+#[test]
+fn golden_host_ports_up() {
+    assert_golden("host_ports_up");
 }
 
 #[test]

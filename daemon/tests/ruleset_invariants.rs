@@ -40,11 +40,19 @@ fn policies(mode: Mode) -> Vec<Policy> {
             ]),
             deny: nets(&["8.8.8.8/32", "2001:db8:dead::/48"]),
             mode,
+            host_ports: Vec::new(),
         },
         Policy {
             allow: nets(&["10.1.2.3/32", "fd00::1/128", "0.0.0.0/0", "::/0"]),
             deny: nets(&["10.1.2.3/32", "169.254.169.254/32"]),
             mode,
+            host_ports: Vec::new(),
+        },
+        Policy {
+            allow: nets(&["1.2.3.4/32"]),
+            mode,
+            host_ports: vec![8080, 3000],
+            ..Policy::default()
         },
     ]
 }
@@ -54,6 +62,7 @@ fn table(mode: Mode) -> Table {
         allow: nets(&["1.2.3.4/32", "2001:db8::1/128"]),
         deny: nets(&["5.6.7.8/32", "2001:db8::dead/128"]),
         mode,
+        host_ports: Vec::new(),
     })
 }
 
@@ -291,6 +300,30 @@ fn rejects_unconditional_accept_mid_chain() {
         let after_established = position(chain, &established_accept()) + 1;
         chain.rules.insert(after_established, bypass_accept());
         assert_violation(&table, mode, "accepts unconditionally");
+    }
+}
+
+/// A host-port accept is only ever for the host's loopback as rootless networking maps it: the
+/// same shape towards any other address would bypass the allow sets.
+#[test]
+fn rejects_port_accept_to_an_address_that_is_not_the_host_loopback() {
+    for mode in [Mode::Up, Mode::Down, Mode::DownAll] {
+        let mut table = table(mode);
+        let chain = output(&mut table);
+        let after_established = position(chain, &established_accept()) + 1;
+        chain.rules.insert(
+            after_established,
+            Rule {
+                matches: vec![
+                    Match::Daddr("93.184.216.34".parse().unwrap()),
+                    Match::TcpDport(443),
+                ],
+                log: None,
+                counter: Some(Counter::default()),
+                verdict: Verdict::Accept,
+            },
+        );
+        assert_violation(&table, mode, "is not a permitted accept");
     }
 }
 

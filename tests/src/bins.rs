@@ -59,7 +59,9 @@ fn newest_mtime(path: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
     };
     if meta.is_dir() {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name == "target" || name.starts_with('.') {
+        // A crate's own tests, examples and benches do not go into its binary (and editing them
+        // does not make cargo rebuild it).
+        if ["target", "tests", "examples", "benches"].contains(&name) || name.starts_with('.') {
             return;
         }
         if let Ok(entries) = std::fs::read_dir(path) {

@@ -77,7 +77,10 @@ impl HostListener {
 /// pointed (through XDG variables) at the daemon's directories, with shield's hooks installed
 /// there by `shieldctl setup --user`.
 struct World {
+    /// The listener the tests reach or not by policy; its port is not in `loopback_ports`.
     listener: HostListener,
+    /// A listener whose port is in `loopback_ports`: every shielded container reaches it.
+    port_listener: HostListener,
     user: Owner,
     // Containers are removed before the daemon stops and its directories go.
     containers: std::cell::RefCell<Vec<String>>,
@@ -113,13 +116,14 @@ impl World {
     fn new() -> World {
         let user = require_podman_machine();
         let listener = HostListener::start();
+        let port_listener = HostListener::start();
         let dns = Dnsmasq::start(&[
             (ALLOWED_DOMAIN, HOST.parse().unwrap()),
             (OTHER_DOMAIN, HOST.parse().unwrap()),
         ]);
         let config = format!(
             "loopback_ports = [{}]\n{}",
-            listener.port,
+            port_listener.port,
             dns.config_toml()
         );
         let daemon = Daemon::builder()
@@ -130,6 +134,7 @@ impl World {
             .start();
         let world = World {
             listener,
+            port_listener,
             user,
             containers: std::cell::RefCell::new(Vec::new()),
             daemon: Some(daemon),
@@ -309,8 +314,8 @@ fn assert_success(out: &Output, what: &str) {
     );
 }
 
-/// An allowlisted host port answers; the same listener is refused at once to a container whose
-/// profile does not list the host.
+/// An allowlisted host answers; the same listener is refused at once to a container whose
+/// profile does not list the host, while the port in `loopback_ports` answers it.
 #[test]
 fn allowlisted_host_port_answers_and_others_are_refused() {
     let w = World::new();
@@ -326,6 +331,13 @@ fn allowlisted_host_port_answers_and_others_are_refused() {
     );
     w.assert_reaches(&open, HOST, "profile allows the host");
     w.assert_refused(&closed, HOST, "profile does not allow the host");
+    // `loopback_ports` opens exactly its port of the host, to every shielded container.
+    let before = w.port_listener.accepted();
+    let (ok, _, text) = w.connect(&closed, HOST, w.port_listener.port);
+    assert!(
+        ok && w.port_listener.accepted() > before,
+        "a port in loopback_ports must answer: {text}"
+    );
     // The control: the same network without shield reaches the listener, so the refusal above
     // is shield's doing.
     let plain = w.name("unshielded");

@@ -370,7 +370,7 @@ impl Containers {
         state.name = name.to_owned();
         state.profiles = profiles;
         let intent = intent_of(&state)?;
-        let table = ruleset::build(&intent.policy(&profile.nets));
+        let table = ruleset::build(&intent.policy(&profile.nets, &self.config.loopback_ports));
 
         // A createRuntime without poststop (the runtime crashed) leaves old sockets: release.
         release(container.running.take());
@@ -536,10 +536,9 @@ impl Containers {
         let mut new_state = state.clone();
         store_intent(&mut new_state, &intent);
         let profile = container.profile.clone();
-        let unlisted = self.unlisted();
         let undo = match container.running.as_mut() {
             Some(running) => {
-                Some(apply_change(&id, running, &intent, &profile, &outcomes, unlisted).await?)
+                Some(apply_change(&id, running, &intent, &profile, &outcomes, &self.config).await?)
             }
             None => None,
         };
@@ -618,7 +617,8 @@ impl Containers {
         let names = Arc::new(name_policy(&profile.domains, &intent, self.unlisted()));
         let old_table = match container.running.as_mut() {
             Some(running) => {
-                let table = ruleset::build(&intent.policy(&profile.nets));
+                let table =
+                    ruleset::build(&intent.policy(&profile.nets, &self.config.loopback_ports));
                 let old = replace_table(&id, running, table, mode).await?;
                 let old_names = running.names.current();
                 running.names.replace(names);
@@ -722,7 +722,7 @@ impl Containers {
             return Ok(());
         };
         let intent = intent_of(&state)?;
-        let table = ruleset::build(&intent.policy(&profile.nets));
+        let table = ruleset::build(&intent.policy(&profile.nets, &self.config.loopback_ports));
         let helpers = Arc::clone(&self.helpers);
         let expected = table.clone();
         let mode = intent.mode;
@@ -812,10 +812,10 @@ async fn apply_change(
     intent: &Intent,
     profile: &ProfileEntries,
     outcomes: &[TargetOutcome],
-    unlisted: Unlisted,
+    config: &Config,
 ) -> Result<Undo, ContainerError> {
-    let new_table = ruleset::build(&intent.policy(&profile.nets));
-    let names = Arc::new(name_policy(&profile.domains, intent, unlisted));
+    let new_table = ruleset::build(&intent.policy(&profile.nets, &config.loopback_ports));
+    let names = Arc::new(name_policy(&profile.domains, intent, config.dns.unlisted));
     let now = Instant::now();
     let mut learnt = running.learnt.clone();
     let mut dns_adds = Vec::new();

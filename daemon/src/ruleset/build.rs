@@ -42,7 +42,18 @@ pub struct Policy {
     pub deny: Vec<IpNet>,
     /// Enforcement mode.
     pub mode: Mode,
+    /// TCP ports of the host's loopback the container may reach through rootless networking
+    /// (config `loopback_ports`), at the addresses of [`HOST_LOOPBACK`].
+    pub host_ports: Vec<u16>,
 }
+
+/// Where rootless podman networking makes the host's loopback reachable: the slirp4netns
+/// gateway (`allow_host_loopback=true`) and pasta's `--map-host-loopback` address. Both lie in
+/// private ranges, so only the configured ports pass, before the private-range rejects.
+pub const HOST_LOOPBACK: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2)),
+    IpAddr::V4(Ipv4Addr::new(169, 254, 1, 2)),
+];
 
 /// Name of the egress base chain.
 pub const OUTPUT_CHAIN: &str = "output";
@@ -184,27 +195,30 @@ pub fn build(policy: &Policy) -> Table {
         .collect();
     Table {
         sets,
-        chains: vec![output_chain(policy.mode), input_chain(policy.mode)],
+        chains: vec![
+            output_chain(policy.mode, &policy.host_ports),
+            input_chain(policy.mode),
+        ],
     }
 }
 
 /// The egress chain: where the policy is enforced.
-fn output_chain(mode: Mode) -> Chain {
+fn output_chain(mode: Mode, host_ports: &[u16]) -> Chain {
     let mut rules = vec![plain(
         vec![Match::OifName(LOOPBACK.to_owned())],
         Verdict::Accept,
     )];
     match mode {
         Mode::Up => {
-            rules.extend(filtering_rules(RejectPrivate::Yes));
+            rules.extend(filtering_rules(RejectPrivate::Yes, host_ports));
             rules.extend(terminal_rules());
         }
         Mode::Down => {
-            rules.extend(filtering_rules(RejectPrivate::Yes));
+            rules.extend(filtering_rules(RejectPrivate::Yes, host_ports));
             rules.push(bypass_accept());
         }
         Mode::DownAll => {
-            rules.extend(filtering_rules(RejectPrivate::No));
+            rules.extend(filtering_rules(RejectPrivate::No, host_ports));
             rules.push(bypass_accept());
         }
         // No established accept: block cuts the flows that are already open too.
@@ -221,8 +235,8 @@ enum RejectPrivate {
 }
 
 /// The output rules between the loopback accept and the end of the chain, in every mode but
-/// block: deny, established, neighbour discovery, allow, private.
-fn filtering_rules(reject_private: RejectPrivate) -> Vec<Rule> {
+/// block: deny, established, neighbour discovery, host-loopback ports, allow, private.
+fn filtering_rules(reject_private: RejectPrivate, host_ports: &[u16]) -> Vec<Rule> {
     let mut rules = Vec::new();
     // Deny comes before `ct state established`, so that denying a destination also cuts the
     // connections to it that are already open.
@@ -237,6 +251,18 @@ fn filtering_rules(reject_private: RejectPrivate) -> Vec<Rule> {
         ]
         .map(nd_accept),
     );
+    let mut ports = host_ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    for port in ports {
+        for host in HOST_LOOPBACK {
+            rules.push(logged(
+                vec![Match::Daddr(host), Match::TcpDport(port)],
+                PREFIX_ALLOWED,
+                Verdict::Accept,
+            ));
+        }
+    }
     for (family, set) in [
         (Family::V4, ALLOW_V4),
         (Family::V6, ALLOW_V6),
@@ -632,6 +658,7 @@ mod tests {
             allow: vec![net("1.1.1.1/32"), net("2001:db8::/32"), net("8.8.8.0/24")],
             deny: vec![net("8.8.8.8/32")],
             mode: Mode::Up,
+            host_ports: Vec::new(),
         };
         let mut shuffled = policy.clone();
         shuffled.allow.reverse();

@@ -163,6 +163,7 @@ mod tests {
             allow: nets(allow),
             deny: nets(deny),
             mode: Mode::Up,
+            host_ports: Vec::new(),
         }
     }
 

@@ -12,9 +12,9 @@
 use std::fmt;
 
 use super::build::{
-    ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, DNS_V4, DNS_V6, INPUT_CHAIN, LOOPBACK, Mode,
-    OUTPUT_CHAIN, PREFIX_BLOCKED, PRIVATE_V4_SET, PRIVATE_V6_SET, SET_SPECS, addr_bits, family_of,
-    merge_ranges, net_range, private_nets,
+    ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, DNS_V4, DNS_V6, HOST_LOOPBACK, INPUT_CHAIN, LOOPBACK,
+    Mode, OUTPUT_CHAIN, PREFIX_BLOCKED, PRIVATE_V4_SET, PRIVATE_V6_SET, SET_SPECS, addr_bits,
+    family_of, merge_ranges, net_range, private_nets,
 };
 use super::ir::{
     Chain, ChainPolicy, CtStates, Family, Hook, Icmpv6Type, IpRange, L4Proto, LOG_GROUP, Match,
@@ -97,7 +97,11 @@ fn accept_shape(rule: &Rule) -> Option<Accept<'_>> {
         }
         [Match::Icmpv6Type(kind)] => Some(Accept::NeighbourDiscovery(*kind)),
         [Match::DaddrInSet { set, .. }] => Some(Accept::DaddrInSet(set)),
-        [Match::Daddr(_), Match::TcpDport(_)] => Some(Accept::HostPort),
+        // Only the host's loopback as rootless networking maps it: an accept of a port at any
+        // other address would bypass the allow sets.
+        [Match::Daddr(addr), Match::TcpDport(_)] if HOST_LOOPBACK.contains(addr) => {
+            Some(Accept::HostPort)
+        }
         [] => Some(Accept::Everything),
         _ => None,
     }
