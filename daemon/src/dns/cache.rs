@@ -182,18 +182,25 @@ impl AnswerCache {
         self.entries.is_empty()
     }
 
-    /// Frees one slot: expired entries first, otherwise the oldest inserted. Linear in the
-    /// capacity, which is fine for a per-container cache filled only after an upstream round trip.
+    /// Frees slots: the expired entries, and if they are fewer than an eighth of the capacity,
+    /// the oldest inserted up to that eighth. Freeing many slots per scan keeps a full cache from
+    /// costing a scan of every entry on every insert (each answer of a busy container).
     fn make_room(&mut self, now: Instant) {
-        if self.remove_expired(now) > 0 {
+        let wanted = (self.capacity / 8).max(1);
+        let removed = self.remove_expired(now);
+        if removed >= wanted {
             return;
         }
-        let oldest = self
+        let evict = wanted - removed;
+        let mut by_age: Vec<(Instant, CacheKey)> = self
             .entries
             .iter()
-            .min_by_key(|(_, entry)| entry.inserted)
-            .map(|(key, _)| key.clone());
-        if let Some(key) = oldest {
+            .map(|(key, entry)| (entry.inserted, key.clone()))
+            .collect();
+        if evict < by_age.len() {
+            by_age.select_nth_unstable_by_key(evict, |(inserted, _)| *inserted);
+        }
+        for (_, key) in by_age.into_iter().take(evict) {
             self.entries.remove(&key);
         }
     }
@@ -501,6 +508,31 @@ mod tests {
         let (message, addresses) = positive("example.com", 60);
         assert!(!cache.insert(key("example.com"), message, addresses, Instant::now()));
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_full_cache_frees_an_eighth_of_its_slots_oldest_first() {
+        let start = Instant::now();
+        let mut cache = AnswerCache::new(16);
+        for n in 0..16_u64 {
+            let name = format!("n{n}.example.com");
+            let (message, addresses) = positive(&name, 600);
+            assert!(cache.insert(
+                key(&name),
+                message,
+                addresses,
+                start + Duration::from_secs(n)
+            ));
+        }
+        let (message, addresses) = positive("new.example.com", 600);
+        let later = start + Duration::from_secs(20);
+        assert!(cache.insert(key("new.example.com"), message, addresses, later));
+        // 16 / 8 = 2 slots freed, the two oldest; one of them taken again.
+        assert_eq!(cache.len(), 15);
+        assert!(cache.get(&key("n0.example.com"), later).is_none());
+        assert!(cache.get(&key("n1.example.com"), later).is_none());
+        assert!(cache.get(&key("n2.example.com"), later).is_some());
+        assert!(cache.get(&key("new.example.com"), later).is_some());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! that asked for an ACK; after the first error the rest of the queue is drained, so that stale
 //! replies never reach the next call on the same socket.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -92,9 +93,20 @@ struct RecvBuf {
     offset: usize,
 }
 
+thread_local! {
+    /// One spare receive buffer per thread: an operation takes it and gives it back, so that the
+    /// buffer is not allocated (and its pages faulted in) again for every DNS answer's insert.
+    static SPARE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
 impl RecvBuf {
     fn new() -> Result<Self, NftError> {
-        let raw = vec![0u8; RECV_BUF.saturating_add(8)];
+        let spare = SPARE
+            .try_with(|spare| spare.borrow_mut().take())
+            .ok()
+            .flatten();
+        // Old contents do not matter: only what `recv` just wrote is ever read.
+        let raw = spare.unwrap_or_else(|| vec![0u8; RECV_BUF.saturating_add(8)]);
         let offset = raw.as_ptr().align_offset(8);
         if offset >= 8 {
             return Err(NftError::Protocol(
@@ -112,6 +124,14 @@ impl RecvBuf {
     fn filled(&self, len: usize) -> &[u8] {
         let end = self.offset.saturating_add(len.min(RECV_BUF));
         self.raw.get(self.offset..end).unwrap_or_default()
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        let raw = std::mem::take(&mut self.raw);
+        // During thread teardown the spare is gone already; the buffer is then simply freed.
+        let _ = SPARE.try_with(|spare| *spare.borrow_mut() = Some(raw));
     }
 }
 
