@@ -38,6 +38,7 @@ pub mod dns;
 pub mod hook;
 pub mod netns;
 pub mod nft;
+pub mod podman;
 pub mod probe;
 
 use std::time::{Duration, Instant};

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,11 +28,8 @@ use shield_tests::bins;
 use shield_tests::daemon::Daemon;
 use shield_tests::dns::Dnsmasq;
 use shield_tests::netns::Owner;
+use shield_tests::podman::{IMAGE, PODMAN_HOME, user_command};
 
-/// The test user's podman home, made by `tests/podman/prepare-machine.sh`.
-const PODMAN_HOME: &str = "/var/lib/shieldtest-podman";
-/// The image `prepare-machine.sh` builds from busybox-static.
-const IMAGE: &str = "localhost/shieldtest:latest";
 /// The host's loopback as slirp4netns shows it to a container.
 const HOST: &str = "10.0.2.2";
 /// What the host listener says to every connection.
@@ -169,34 +166,11 @@ impl World {
         self.daemon().dir().to_path_buf()
     }
 
-    /// The environment of the test user's podman and shieldctl: the daemon's XDG directories
-    /// (so that shieldctl's config.toml is the daemon's and the hooks land in a fresh
-    /// containers.conf), podman's storage in [`PODMAN_HOME`].
-    fn env(&self, cmd: &mut Command) {
-        let root = self.root();
-        cmd.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("HOME", PODMAN_HOME)
-            .env("XDG_RUNTIME_DIR", format!("/run/user/{}", self.user.uid()))
-            .env("XDG_CONFIG_HOME", root.join("config"))
-            .env("XDG_DATA_HOME", root.join("data"))
-            .env("XDG_STATE_HOME", root.join("state"))
-            .env(
-                "CONTAINERS_STORAGE_CONF",
-                Path::new(PODMAN_HOME).join("storage.conf"),
-            )
-            .env("TMPDIR", root.join("tmp"))
-            .current_dir(&root)
-            .stdin(Stdio::null());
-        self.user.apply(cmd);
-    }
-
     /// `shieldctl --socket SOCKET ARGS…` as the test user (shield-hook sits next to it, so
     /// `setup` and `run` use that one).
     fn shieldctl(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(self.daemon().bin(bins::SHIELDCTL));
+        let mut cmd = user_command(self.daemon().bin(bins::SHIELDCTL), self.user, &self.root());
         cmd.arg("--socket").arg(self.daemon().socket()).args(args);
-        self.env(&mut cmd);
         cmd.output().expect("run shieldctl")
     }
 
@@ -208,9 +182,8 @@ impl World {
     }
 
     fn podman(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new("podman");
+        let mut cmd = user_command("podman", self.user, &self.root());
         cmd.args(args);
-        self.env(&mut cmd);
         cmd.output().expect("run podman")
     }
 

@@ -21,17 +21,14 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use shield_tests::daemon::Daemon;
 use shield_tests::netns::Owner;
+use shield_tests::podman::{IMAGE, PODMAN_HOME, user_command};
 use shield_tests::{bins, percentile};
 
-/// The test user's podman home, made by `tests/podman/prepare-machine.sh`.
-const PODMAN_HOME: &str = "/var/lib/shieldtest-podman";
-/// The image `prepare-machine.sh` builds from busybox-static.
-const IMAGE: &str = "localhost/shieldtest:latest";
 /// What the daemon logs (at info) once per attach, with its own time in `micros=`.
 const ATTACHED: &str = "container attached";
 
@@ -75,38 +72,17 @@ impl Bench {
         self.daemon.dir().to_path_buf()
     }
 
-    fn env(&self, cmd: &mut Command) {
-        let root = self.root();
-        cmd.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("HOME", PODMAN_HOME)
-            .env("XDG_RUNTIME_DIR", format!("/run/user/{}", self.user.uid()))
-            .env("XDG_CONFIG_HOME", root.join("config"))
-            .env("XDG_DATA_HOME", root.join("data"))
-            .env("XDG_STATE_HOME", root.join("state"))
-            .env(
-                "CONTAINERS_STORAGE_CONF",
-                Path::new(PODMAN_HOME).join("storage.conf"),
-            )
-            .env("TMPDIR", root.join("tmp"))
-            .current_dir(&root)
-            .stdin(Stdio::null());
-        self.user.apply(cmd);
-    }
-
     fn shieldctl(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(self.daemon.bin(bins::SHIELDCTL));
+        let mut cmd = user_command(self.daemon.bin(bins::SHIELDCTL), self.user, &self.root());
         cmd.arg("--socket").arg(self.daemon.socket()).args(args);
-        self.env(&mut cmd);
         let out = cmd.output().expect("run shieldctl");
         assert_success(&out, &format!("shieldctl {args:?}"));
         out
     }
 
     fn podman(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new("podman");
+        let mut cmd = user_command("podman", self.user, &self.root());
         cmd.args(args);
-        self.env(&mut cmd);
         cmd.output().expect("run podman")
     }
 

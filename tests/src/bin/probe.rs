@@ -128,22 +128,27 @@ fn hold(addr: SocketAddr) -> ! {
     }
 }
 
-fn udp(addr: SocketAddr) -> String {
+/// Sends `payload` to `addr` from a fresh socket and returns the first datagram that comes back
+/// within `wait`.
+fn udp_exchange(addr: SocketAddr, payload: &[u8], wait: Duration) -> std::io::Result<Vec<u8>> {
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!())
     } else {
         "[::]:0".parse().unwrap_or_else(|_| unreachable!())
     };
+    let s = UdpSocket::bind(bind)?;
+    s.connect(addr)?;
+    s.set_read_timeout(Some(wait))?;
+    s.send(payload)?;
+    let mut buf = vec![0u8; 65_535];
+    let n = s.recv(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn udp(addr: SocketAddr) -> String {
     let start = Instant::now();
-    let result = (|| {
-        let s = UdpSocket::bind(bind)?;
-        s.connect(addr)?;
-        s.set_read_timeout(Some(UDP_WAIT))?;
-        s.send(PING)?;
-        let mut buf = [0u8; 64];
-        let n = s.recv(&mut buf)?;
-        Ok::<_, std::io::Error>(buf[..n].to_vec())
-    })();
+    let result = udp_exchange(addr, PING, UDP_WAIT);
     let elapsed = start.elapsed();
     match result {
         Ok(v) if v == PING => format!("ok {}", micros(elapsed)),
@@ -190,21 +195,8 @@ fn serve(port: u16, addrs: &[IpAddr]) -> ! {
 
 /// The first datagram that answers `payload` sent to `addr`.
 fn udp_raw(addr: SocketAddr, payload: &[u8]) -> String {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!())
-    } else {
-        "[::]:0".parse().unwrap_or_else(|_| unreachable!())
-    };
     let start = Instant::now();
-    let result = (|| {
-        let s = UdpSocket::bind(bind)?;
-        s.connect(addr)?;
-        s.set_read_timeout(Some(DNS_WAIT))?;
-        s.send(payload)?;
-        let mut buf = [0u8; 65_535];
-        let n = s.recv(&mut buf)?;
-        Ok::<_, std::io::Error>(buf[..n].to_vec())
-    })();
+    let result = udp_exchange(addr, payload, DNS_WAIT);
     let elapsed = start.elapsed();
     match result {
         Ok(v) => format!("ok {} {}", micros(elapsed), hex(&v)),
