@@ -216,7 +216,8 @@ fn without_dns_elements(table: &Table) -> Table {
     table
 }
 
-fn micros(elapsed: Duration) -> u64 {
+/// Microseconds of `elapsed`, for timings in structured log fields.
+pub fn micros(elapsed: Duration) -> u64 {
     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 

@@ -15,7 +15,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -42,6 +42,7 @@ fn open_trail(dir: &Path, path: &Path) -> Result<OpenTrail, AuditError> {
         file,
         dev: meta.dev(),
         ino: meta.ino(),
+        checked: Instant::now(),
     })
 }
 
@@ -50,6 +51,11 @@ pub const AUDIT_FILE: &str = "audit.jsonl";
 
 /// How many events a slow subscriber may fall behind before it misses some (it is told how many).
 const CHANNEL_CAPACITY: usize = 1024;
+
+/// How long an open trail is trusted to still be the file at its path. A trail rotated (moved
+/// away) or deleted is noticed within this time; the lines written meanwhile stay in the moved
+/// file. Checking on every line cost a `statx` per DNS answer.
+const RECHECK_PATH: Duration = Duration::from_millis(100);
 
 /// How much of a file [`AuditLog::last`] reads per step, from the end backwards.
 const TAIL_CHUNK: u64 = 64 * 1024;
@@ -136,15 +142,34 @@ struct Inner {
     containers: PathBuf,
     events: broadcast::Sender<AuditEvent>,
     /// Open trail files by container id: the DNS proxy records every answer, and opening the
-    /// file for each line would cost more than the answer itself.
-    open: Mutex<HashMap<String, OpenTrail>>,
+    /// file for each line would cost more than the answer itself. Each trail has its own lock,
+    /// so containers do not wait for each other's writes.
+    open: Mutex<HashMap<String, Arc<Mutex<Option<OpenTrail>>>>>,
 }
 
-/// An open `audit.jsonl`, and which file it is (to notice it being moved away or deleted).
+/// An open `audit.jsonl`, which file it is (to notice it being moved away or deleted), and
+/// when that was last checked.
 struct OpenTrail {
     file: File,
     dev: u64,
     ino: u64,
+    checked: Instant,
+}
+
+impl OpenTrail {
+    /// Whether this is still the file at `path`, checked at most every [`RECHECK_PATH`].
+    fn still_at(&mut self, path: &Path) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.checked) < RECHECK_PATH {
+            return true;
+        }
+        let same =
+            fs::metadata(path).is_ok_and(|meta| self.dev == meta.dev() && self.ino == meta.ino());
+        if same {
+            self.checked = now;
+        }
+        same
+    }
 }
 
 /// The audit trail of every container: appends to the files and publishes to subscribers.
@@ -216,30 +241,40 @@ impl AuditLog {
         appended
     }
 
+    /// Closes the open trail of `container`, if any: a stopped container writes no more lines
+    /// for a while (a restart reopens it), and a daemon that runs for months must not keep a
+    /// descriptor for every container it ever saw.
+    pub fn close(&self, container: &str) {
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(container);
+    }
+
     /// Appends one line to the event's container's file (the id is already validated).
     fn append(&self, event: &AuditEvent) -> Result<(), AuditError> {
         let dir = self.inner.containers.join(&event.container);
         let path = dir.join(AUDIT_FILE);
         let mut line = serde_json::to_vec(event)?;
         line.push(b'\n');
-        // A poisoned lock only means a writer panicked; the map still holds whole entries.
-        let mut open = self
-            .inner
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        // A poisoned lock only means a writer panicked; the map and the trails stay whole.
+        let slot = Arc::clone(
+            self.inner
+                .open
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(event.container.clone())
+                .or_default(),
+        );
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
         // Reuse the open file while the path still names it: a trail moved away (rotated) or
-        // deleted is reopened, so lines never go to a file nobody reads.
-        let current = fs::metadata(&path).ok();
-        let reusable = match (open.get(&event.container), &current) {
-            (Some(trail), Some(meta)) => trail.dev == meta.dev() && trail.ino == meta.ino(),
-            _ => false,
-        };
+        // deleted is reopened, so lines never go to a file nobody reads for long.
+        let reusable = slot.as_mut().is_some_and(|trail| trail.still_at(&path));
         if !reusable {
-            let trail = open_trail(&dir, &path)?;
-            open.insert(event.container.clone(), trail);
+            *slot = Some(open_trail(&dir, &path)?);
         }
-        let Some(trail) = open.get_mut(&event.container) else {
+        let Some(trail) = slot.as_mut() else {
             return Err(AuditError::io(
                 &path,
                 io::Error::other("trail file not open"),
@@ -453,6 +488,7 @@ mod tests {
         // Rotated: the old file keeps its line, the next one starts a new file.
         let rotated = path.with_extension("jsonl.1");
         fs::rename(&path, &rotated).unwrap();
+        std::thread::sleep(RECHECK_PATH);
         log.record(AuditLog::event("c1", "web", action::ALLOW, "2", ""))
             .unwrap();
         assert_eq!(fs::read_to_string(&rotated).unwrap().lines().count(), 1);
@@ -463,11 +499,27 @@ mod tests {
         );
         // Deleted: recreated.
         fs::remove_file(&path).unwrap();
+        std::thread::sleep(RECHECK_PATH);
         log.record(AuditLog::event("c1", "web", action::ALLOW, "3", ""))
             .unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1);
         assert!(text.contains("\"target\":\"3\""));
+    }
+
+    #[test]
+    fn a_closed_trail_is_reopened_by_the_next_line() {
+        let (_dir, log) = log();
+        log.record(AuditLog::event("c1", "web", action::ATTACH, "", ""))
+            .unwrap();
+        log.close("c1");
+        assert!(log.inner.open.lock().unwrap().is_empty());
+        log.record(AuditLog::event("c1", "web", action::ATTACH, "", ""))
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(log.path("c1")).unwrap().lines().count(),
+            2
+        );
     }
 
     #[test]

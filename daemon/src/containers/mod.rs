@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Mutex;
 
-use crate::attach::{self, AttachError, Attachment, Reattached};
+use crate::attach::{self, AttachError, Attachment, Reattached, micros};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::Config;
 use crate::dns::names::{NamePolicy, Reason, Unlisted};
@@ -355,6 +355,7 @@ impl Containers {
         profile: ProfileEntries,
         pid: u32,
     ) -> Result<Snapshot, ContainerError> {
+        let started = Instant::now();
         let stored = match container.state.clone() {
             Some(state) => Some(state),
             None => self
@@ -384,8 +385,10 @@ impl Containers {
                     id: id.to_owned(),
                     source,
                 })?;
+        let attached = Instant::now();
         let (attachment, names, dns) =
             self.start_dns(entry, id, name, &profile, &intent, attachment)?;
+        let dns_started = Instant::now();
         state.process = Some(identity);
         if let Err(source) = self.store.save(&state) {
             // Without a record of it, a restart could not restore this container: refuse the
@@ -407,7 +410,16 @@ impl Containers {
                 ""
             }
         );
+        let saved = Instant::now();
         self.record(&state, "attach", "", &detail);
+        tracing::debug!(
+            container = %id,
+            attach_micros = micros(attached - started),
+            dns_micros = micros(dns_started - attached),
+            save_micros = micros(saved - dns_started),
+            audit_micros = micros(saved.elapsed()),
+            "attach timings"
+        );
         container.state = Some(state);
         container.profile = profile;
         container.running = Some(Running {
@@ -479,6 +491,7 @@ impl Containers {
             tracing::warn!(container = %id, error = %source, "cannot record the stop");
         }
         self.record(&state, "detach", "", "container stopped, sockets released");
+        self.audit.close(id);
         container.state = Some(state);
         Ok(true)
     }
@@ -778,6 +791,7 @@ impl Containers {
                     tracing::warn!(container = %state.id, error = %err, "cannot record the stop");
                 }
                 self.record(&state, "stopped", "", "stopped while the daemon was down");
+                self.audit.close(&state.id);
             }
             Err(source) => {
                 container.state = Some(state.clone());
