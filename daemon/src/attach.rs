@@ -99,29 +99,33 @@ fn join(violations: &[Violation]) -> String {
         .join("; ")
 }
 
-/// Enters the namespace of process `pid` (through a helper), applies `table` and verifies it.
-/// Returns the attachment and the identity of the process (for re-attach after a restart).
-pub fn attach(
-    helpers: &HelperPool,
-    pid: u32,
-    table: &Table,
-    mode: Mode,
-) -> Result<(Attachment, ProcessIdentity), AttachError> {
-    let started = Instant::now();
+/// Pins the network namespace of process `pid` and reads the identity of that process (for a
+/// re-attach after a restart). Quick: a few reads of `/proc`.
+pub fn open(pid: u32) -> Result<(ContainerNamespace, ProcessIdentity), AttachError> {
     let namespace = ContainerNamespace::open(pid)?;
     // Read after the namespace is pinned: the runtime keeps the pid alive while the hook runs.
     let identity = process::identity(pid).map_err(|_| AttachError::ProcessGone { pid })?;
-    let sockets = helpers.create_sockets(&namespace, &socket_request())?;
+    Ok((namespace, identity))
+}
+
+/// Enters `namespace` (through a helper), applies `table` and verifies it (blocking).
+pub fn attach(
+    helpers: &HelperPool,
+    namespace: &ContainerNamespace,
+    table: &Table,
+    mode: Mode,
+) -> Result<Attachment, AttachError> {
+    let started = Instant::now();
+    let sockets = helpers.create_sockets(namespace, &socket_request())?;
     let helper_done = Instant::now();
     let attachment = Attachment { sockets };
     apply_verified(&attachment, table, mode)?;
     tracing::debug!(
-        pid,
         helper_micros = micros(helper_done - started),
         apply_verify_micros = micros(helper_done.elapsed()),
         "attach stages"
     );
-    Ok((attachment, identity))
+    Ok(attachment)
 }
 
 /// How a re-attach after a daemon restart found the container's table.

@@ -220,6 +220,22 @@ impl Store {
             .map_err(|err| StoreError::io(&dir, err))
     }
 
+    /// Removes the state of container `id` (and its directory, when nothing else is in it).
+    /// Removing a state that does not exist is not an error.
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        oci::validate_id(id)?;
+        let dir = self.container_dir(id);
+        let path = dir.join(STATE_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(StoreError::io(path, err)),
+        }
+        // Best effort: an audit trail beside the state keeps the directory, as it should.
+        let _ = fs::remove_dir(&dir);
+        Ok(())
+    }
+
     /// Reads the state of container `id`; `None` if it has none.
     pub fn load(&self, id: &str) -> Result<Option<ContainerState>, StoreError> {
         oci::validate_id(id)?;

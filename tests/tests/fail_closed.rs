@@ -8,7 +8,9 @@
     reason = "tests"
 )]
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use shield_tests::daemon::{Daemon, container_state, find_container};
@@ -183,6 +185,51 @@ fn netns_vanished() {
     nft::assert_untouched(&net.container, "netns vanished");
     daemon_unharmed(&mut daemon, &id);
     daemon.stop();
+}
+
+#[test]
+fn dns_port_taken_leaves_no_record() {
+    let (net, mut daemon) = setup();
+    // Something in the container's namespace already holds 127.0.0.1:53, so the helper cannot
+    // make the DNS listeners: the attach fails after the daemon began writing the container's
+    // record (it writes it while the kernel works), and the record must go again.
+    let mut squatter = KillOnDrop(
+        net.container
+            .command(shield_tests::bins::bin_dir().join(shield_tests::bins::PROBE))
+            .args(["serve", "53", "127.0.0.1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut ready = String::new();
+    BufReader::new(squatter.0.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let id = shield_tests::fresh_container_id();
+    let run = daemon
+        .hook(Stage::CreateRuntime, None)
+        .stdin(state_for(&net, &id, "e2e"))
+        .run();
+    run.assert_failed_one_line("port 53 taken");
+    nft::assert_untouched(&net.container, "port 53 taken");
+    daemon_unharmed(&mut daemon, &id);
+    assert!(
+        !daemon.container_state_dir(&id).join("state.json").exists(),
+        "a container that never ran under shield left a record"
+    );
+    drop(squatter);
+    daemon.stop();
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

@@ -367,6 +367,7 @@ impl Containers {
                 })?,
         };
         let restarted = stored.is_some();
+        let stored_before = stored.clone();
         let mut state = stored.unwrap_or_else(|| ContainerState::new(id, name, profiles.clone()));
         state.name = name.to_owned();
         state.profiles = profiles;
@@ -375,31 +376,60 @@ impl Containers {
 
         // A createRuntime without poststop (the runtime crashed) leaves old sockets: release.
         release(container.running.take());
+        let kernel_error = |source| ContainerError::Kernel {
+            id: id.to_owned(),
+            source,
+        };
+        let (namespace, identity) = attach::open(pid).map_err(kernel_error)?;
+        state.process = Some(identity);
+        // Without a record of it, a restart could not restore this container, so the start
+        // waits for it; but the record and the ruleset do not depend on each other, so the
+        // record (an fsync, 1-2 ms on this kind of disk) is written while the kernel works.
+        let saving = {
+            let (store, state) = (self.store.clone(), state.clone());
+            tokio::task::spawn_blocking(move || store.save(&state))
+        };
         let helpers = Arc::clone(&self.helpers);
         let mode = intent.mode;
         let to_apply = table.clone();
-        let (attachment, identity) =
-            blocking(move || attach::attach(&helpers, pid, &to_apply, mode))
-                .await?
-                .map_err(|source| ContainerError::Kernel {
+        let attached = blocking(move || attach::attach(&helpers, &namespace, &to_apply, mode))
+            .await
+            .and_then(|attached| attached.map_err(kernel_error))
+            .and_then(|attachment| self.start_dns(entry, id, name, &profile, &intent, attachment));
+        let kernel_done = Instant::now();
+        let saved = saving
+            .await
+            .map_err(|err| ContainerError::Internal(err.to_string()))
+            .and_then(|saved| {
+                saved.map_err(|source| ContainerError::Store {
                     id: id.to_owned(),
                     source,
-                })?;
-        let attached = Instant::now();
-        let (attachment, names, dns) =
-            self.start_dns(entry, id, name, &profile, &intent, attachment)?;
-        let dns_started = Instant::now();
-        state.process = Some(identity);
-        if let Err(source) = self.store.save(&state) {
-            // Without a record of it, a restart could not restore this container: refuse the
-            // start. Its table stays in the kernel, enforcing, until the namespace goes away.
-            drop(dns);
-            tokio::task::spawn_blocking(move || drop(attachment));
-            return Err(ContainerError::Store {
-                id: id.to_owned(),
-                source,
+                })
             });
-        }
+        let (attachment, names, dns) = match (attached, saved) {
+            (Ok(running), Ok(())) => running,
+            (attached, saved) => {
+                // Refuse the start, and put the record back as it was: a container that never
+                // ran under shield leaves no state, a restarted one keeps its previous record.
+                // A table that made it into the kernel stays, enforcing, until the namespace
+                // goes away.
+                if saved.is_ok() {
+                    self.restore_record(id, stored_before).await;
+                }
+                let err = match (attached, saved) {
+                    (Ok((attachment, _, dns)), Err(err)) => {
+                        drop(dns);
+                        tokio::task::spawn_blocking(move || drop(attachment));
+                        err
+                    }
+                    (Err(err), _) => err,
+                    (Ok(_), Ok(())) => {
+                        ContainerError::Internal("attach failed without an error".into())
+                    }
+                };
+                return Err(err);
+            }
+        };
         let detail = format!(
             "pid {pid}, profiles {}, mode {}{}",
             state.profiles.join(":"),
@@ -414,9 +444,8 @@ impl Containers {
         self.record(&state, "attach", "", &detail);
         tracing::debug!(
             container = %id,
-            attach_micros = micros(attached - started),
-            dns_micros = micros(dns_started - attached),
-            save_micros = micros(saved - dns_started),
+            kernel_micros = micros(kernel_done - started),
+            save_wait_micros = micros(saved - kernel_done),
             audit_micros = micros(saved.elapsed()),
             "attach timings"
         );
@@ -469,6 +498,25 @@ impl Containers {
         }
     }
 
+    /// Puts a container's record back as it was before a failed attach wrote it: the previous
+    /// state, or none at all. Best effort: a leftover record only names a process that is gone,
+    /// which a restore recognises.
+    async fn restore_record(&self, id: &str, before: Option<ContainerState>) {
+        let store = self.store.clone();
+        let owned_id = id.to_owned();
+        let restored = blocking(move || match before {
+            Some(state) => store.save(&state),
+            None => store.remove(&owned_id),
+        })
+        .await;
+        let failure = match restored {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => err.to_string(),
+            Err(err) => err.to_string(),
+        };
+        tracing::warn!(container = %id, error = %failure, "cannot put back the record of a failed attach");
+    }
+
     fn unlisted(&self) -> Unlisted {
         self.config.dns.unlisted
     }
@@ -479,20 +527,27 @@ impl Containers {
         let Ok((_, container)) = self.find_exact(id) else {
             return Ok(false);
         };
-        let mut container = container.lock().await;
+        let mut container = container.lock_owned().await;
         let Some(mut state) = container.state.clone() else {
             return Ok(false);
         };
         release(container.running.take());
         state.process = None;
-        if let Err(source) = self.store.save(&state) {
-            // The container is gone either way; a stale process identity is harmless because a
-            // restore checks the process start time.
-            tracing::warn!(container = %id, error = %source, "cannot record the stop");
-        }
         self.record(&state, "detach", "", "container stopped, sockets released");
         self.audit.close(id);
-        container.state = Some(state);
+        container.state = Some(state.clone());
+        // The stop is recorded after the answer: the runtime waits for this hook, and nothing
+        // rides on the record (a stale process identity is harmless, because a restore checks
+        // the process start time). The container's lock is held until it is written, so no
+        // later change or restart of this container can overtake it.
+        let store = self.store.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let _held = container;
+            if let Err(source) = store.save(&state) {
+                tracing::warn!(container = %id, error = %source, "cannot record the stop");
+            }
+        });
         Ok(true)
     }
 
