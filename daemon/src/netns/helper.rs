@@ -116,21 +116,6 @@ fn serve(channel: BorrowedFd<'_>) -> Result<(NamespaceId, Vec<OwnedFd>), String>
     }
     let plan = request.sockets.plan()?;
 
-    // setns(CLONE_NEWUSER) fails with a bare EINVAL in a multithreaded process; say why instead.
-    let status = fs::read_to_string("/proc/self/status")
-        .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
-    match thread_count(&status) {
-        Some(1) => {}
-        Some(n) => {
-            return Err(format!(
-                "the helper has {n} threads, but entering a user namespace needs a single-threaded \
-                 process (shieldd main must dispatch `{}` before starting any thread)",
-                super::HELPER_SUBCOMMAND
-            ));
-        }
-        None => return Err("cannot find the thread count in /proc/self/status".into()),
-    }
-
     // Once in the container's user namespace, its processes (root there) would pass ptrace
     // checks against us; non-dumpable keeps them out of our memory and /proc/PID/fd, where the
     // sockets are. (Same reason runc's nsexec does it.)
@@ -144,15 +129,23 @@ fn serve(channel: BorrowedFd<'_>) -> Result<(NamespaceId, Vec<OwnedFd>), String>
         .pop()
         .ok_or("request came without a network namespace fd")?;
     if let Some(user) = user {
-        setns(&user, CloneFlags::CLONE_NEWUSER).map_err(|e| {
-            failure("cannot enter the container's user namespace", e, match e {
+        setns(&user, CloneFlags::CLONE_NEWUSER).map_err(|e| match e {
+            // A bare EINVAL here usually means a multithreaded process: say so when it is. (Only
+            // on failure: reading /proc/self/status costs more than the rest of the helper.)
+            Errno::EINVAL => multithreaded().unwrap_or_else(|| {
+                failure(
+                    "cannot enter the container's user namespace",
+                    e,
+                    "the helper must be single-threaded and not chrooted",
+                )
+            }),
+            _ => failure("cannot enter the container's user namespace", e, match e {
                 Errno::EPERM => {
                     "only the user that owns the container's user namespace (or root) may enter it: \
                      is the daemon running as the container's user?"
                 }
-                Errno::EINVAL => "the helper must be single-threaded and not chrooted",
                 _ => "",
-            })
+            }),
         })?;
     }
     setns(&netns, CloneFlags::CLONE_NEWNET).map_err(|e| {
@@ -173,6 +166,20 @@ fn serve(channel: BorrowedFd<'_>) -> Result<(NamespaceId, Vec<OwnedFd>), String>
         .map(|kind| create(*kind))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((observed, sockets))
+}
+
+/// Why setns(CLONE_NEWUSER) refuses this process, if it is because it has several threads
+/// (the kernel only says EINVAL).
+fn multithreaded() -> Option<String> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    match thread_count(&status)? {
+        1 => None,
+        n => Some(format!(
+            "the helper has {n} threads, but entering a user namespace needs a single-threaded \
+             process (shieldd main must dispatch `{}` before starting any thread)",
+            super::HELPER_SUBCOMMAND
+        )),
+    }
 }
 
 /// Creates one socket of the plan, in the current (container) network namespace.
