@@ -406,27 +406,21 @@ impl Containers {
                     source,
                 })
             });
+        // On any failure the start is refused. A table that made it into the kernel stays,
+        // enforcing, until the namespace goes away.
         let (attachment, names, dns) = match (attached, saved) {
             (Ok(running), Ok(())) => running,
-            (attached, saved) => {
-                // Refuse the start, and put the record back as it was: a container that never
-                // ran under shield leaves no state, a restarted one keeps its previous record.
-                // A table that made it into the kernel stays, enforcing, until the namespace
-                // goes away.
+            (Err(err), saved) => {
+                // Put the record back as it was: a container that never ran under shield leaves
+                // no state, a restarted one keeps its previous record.
                 if saved.is_ok() {
                     self.restore_record(id, stored_before).await;
                 }
-                let err = match (attached, saved) {
-                    (Ok((attachment, _, dns)), Err(err)) => {
-                        drop(dns);
-                        tokio::task::spawn_blocking(move || drop(attachment));
-                        err
-                    }
-                    (Err(err), _) => err,
-                    (Ok(_), Ok(())) => {
-                        ContainerError::Internal("attach failed without an error".into())
-                    }
-                };
+                return Err(err);
+            }
+            (Ok((attachment, _, dns)), Err(err)) => {
+                drop(dns);
+                tokio::task::spawn_blocking(move || drop(attachment));
                 return Err(err);
             }
         };
@@ -440,13 +434,13 @@ impl Containers {
                 ""
             }
         );
-        let saved = Instant::now();
+        let save_done = Instant::now();
         self.record(&state, "attach", "", &detail);
         tracing::debug!(
             container = %id,
             kernel_micros = micros(kernel_done - started),
-            save_wait_micros = micros(saved - kernel_done),
-            audit_micros = micros(saved.elapsed()),
+            save_wait_micros = micros(save_done - kernel_done),
+            audit_micros = micros(save_done.elapsed()),
             "attach timings"
         );
         container.state = Some(state);
