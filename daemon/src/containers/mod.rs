@@ -566,18 +566,17 @@ impl Containers {
         };
         let old_intent = intent_of(&state)?;
         let mut intent = old_intent.clone();
+        let changed = match change {
+            Change::Allow => intent.allow_all(&targets),
+            Change::Deny => intent.deny_all(&targets),
+        };
         let mut outcomes: Vec<TargetOutcome> = targets
             .into_iter()
-            .map(|target| {
-                let changed = match change {
-                    Change::Allow => intent.allow(&target),
-                    Change::Deny => intent.deny(&target),
-                };
-                TargetOutcome {
-                    target,
-                    changed,
-                    resolved: Vec::new(),
-                }
+            .zip(changed)
+            .map(|(target, changed)| TargetOutcome {
+                target,
+                changed,
+                resolved: Vec::new(),
             })
             .collect();
         let allows_domain = change == Change::Allow
