@@ -4,7 +4,9 @@
 //! itself and its subdomains, `*.example.com` only its subdomains). `#` starts a comment; blank
 //! lines are ignored. Addresses are canonicalised (`192.168.1.5/24` → `192.168.1.0/24`).
 
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::Hash;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -125,15 +127,19 @@ pub struct ProfileEntries {
 impl ProfileEntries {
     /// Appends `other`'s entries that are not already present (composition of profiles).
     pub fn extend(&mut self, other: &Self) {
-        for net in &other.nets {
-            if !self.nets.contains(net) {
-                self.nets.push(*net);
-            }
-        }
-        for domain in &other.domains {
-            if !self.domains.contains(domain) {
-                self.domains.push(domain.clone());
-            }
+        append_new(&mut self.nets, other.nets.iter().copied());
+        append_new(&mut self.domains, other.domains.iter().cloned());
+    }
+}
+
+/// Appends the `items` that `list` does not hold yet, in their order, the first of repeated ones.
+/// With an index: profiles of 100 000 addresses exist, and a scan of the list per item made
+/// loading one take seconds.
+fn append_new<T: Eq + Hash + Clone>(list: &mut Vec<T>, items: impl IntoIterator<Item = T>) {
+    let mut held: HashSet<T> = list.iter().cloned().collect();
+    for item in items {
+        if held.insert(item.clone()) {
+            list.push(item);
         }
     }
 }
@@ -154,7 +160,8 @@ pub struct LineError {
 
 /// Parses a profile's text; `origin` names it in errors.
 pub fn parse_profile(origin: &str, text: &str) -> Result<ProfileEntries, LineError> {
-    let mut entries = ProfileEntries::default();
+    let mut nets = Vec::new();
+    let mut domains = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let content = raw.split('#').next().unwrap_or_default().trim();
         if content.is_empty() {
@@ -167,13 +174,13 @@ pub fn parse_profile(origin: &str, text: &str) -> Result<ProfileEntries, LineErr
             reason,
         })?;
         match entry {
-            Entry::Net(net) if !entries.nets.contains(&net) => entries.nets.push(net),
-            Entry::Domain(domain) if !entries.domains.contains(&domain) => {
-                entries.domains.push(domain);
-            }
-            Entry::Net(_) | Entry::Domain(_) => {}
+            Entry::Net(net) => nets.push(net),
+            Entry::Domain(domain) => domains.push(domain),
         }
     }
+    let mut entries = ProfileEntries::default();
+    append_new(&mut entries.nets, nets);
+    append_new(&mut entries.domains, domains);
     Ok(entries)
 }
 
