@@ -128,35 +128,21 @@ impl Intent {
     /// over the lists whatever the number of targets (a bulk allow of 100 000 addresses must
     /// not scan the list once per address).
     pub fn allow_all(&mut self, targets: &[Target]) -> Vec<bool> {
-        let mut nets = Move::new(&mut self.allowed, &mut self.denied);
-        let mut domains = Move::new(&mut self.allowed_domains, &mut self.denied_domains);
-        let changed = targets
-            .iter()
-            .map(|target| match target {
-                Target::Net(net) => nets.bring(net),
-                Target::Domain(domain) => domains.bring(domain),
-            })
-            .collect();
-        nets.finish();
-        domains.finish();
-        changed
+        bring_all(
+            Move::new(&mut self.allowed, &mut self.denied),
+            Move::new(&mut self.allowed_domains, &mut self.denied_domains),
+            targets,
+        )
     }
 
     /// [`deny`](Self::deny) of each target in turn; whether each changed anything. One pass over
     /// the lists, as for [`allow_all`](Self::allow_all).
     pub fn deny_all(&mut self, targets: &[Target]) -> Vec<bool> {
-        let mut nets = Move::new(&mut self.denied, &mut self.allowed);
-        let mut domains = Move::new(&mut self.denied_domains, &mut self.allowed_domains);
-        let changed = targets
-            .iter()
-            .map(|target| match target {
-                Target::Net(net) => nets.bring(net),
-                Target::Domain(domain) => domains.bring(domain),
-            })
-            .collect();
-        nets.finish();
-        domains.finish();
-        changed
+        bring_all(
+            Move::new(&mut self.denied, &mut self.allowed),
+            Move::new(&mut self.denied_domains, &mut self.allowed_domains),
+            targets,
+        )
     }
 
     /// The ruleset policy: profile addresses and live allows in the allow sets, denies in the
@@ -179,6 +165,25 @@ impl Intent {
     pub fn is_domain_denied(&self, domain: &DomainPattern) -> bool {
         self.denied_domains.contains(domain)
     }
+}
+
+/// Brings each target, in turn, where `nets` or `domains` (by its kind) move items to; whether
+/// each changed anything.
+fn bring_all(
+    mut nets: Move<'_, IpNet>,
+    mut domains: Move<'_, DomainPattern>,
+    targets: &[Target],
+) -> Vec<bool> {
+    let changed = targets
+        .iter()
+        .map(|target| match target {
+            Target::Net(net) => nets.bring(net),
+            Target::Domain(domain) => domains.bring(domain),
+        })
+        .collect();
+    nets.finish();
+    domains.finish();
+    changed
 }
 
 /// Items brought into one list (`into`, keeping its order) and out of the other (`out_of`),
