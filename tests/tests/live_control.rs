@@ -481,6 +481,38 @@ fn concurrent_allow_and_deny_on_one_container() {
 }
 
 /// Every bad input fails with a message naming the problem, and changes nothing.
+/// A change the kernel refuses (its table deleted behind the daemon's back) fails, and the state
+/// file is as it was: the daemon writes it while the kernel works, and must put it back.
+#[test]
+fn a_refused_change_leaves_the_state_as_it_was() {
+    shield_tests::require_root();
+    let net = TestNet::new(Owner::Root);
+    let daemon = daemon_for(Owner::Root, &net);
+    let id = shield_tests::fresh_container_id();
+    attach(&daemon, &id, "refused", net.pid());
+    daemon.ctl(&["allow", &id, &net.peer_b().to_string()]);
+    let file = daemon.container_state_dir(&id).join("state.json");
+    let before = std::fs::read_to_string(&file).unwrap();
+
+    let out = net
+        .container
+        .command("nft")
+        .args(["delete", "table", "inet", "shield"])
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft delete table: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = net.peer_public_v4().to_string();
+    daemon.ctl_fails(&["allow", &id, &public]);
+    let after = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(after, before, "a refused change reached the state file");
+    assert!(!after.contains(&public));
+    daemon.stop();
+}
+
 #[test]
 fn bad_input_fails_clearly_and_changes_nothing() {
     shield_tests::require_root();

@@ -492,9 +492,9 @@ impl Containers {
         }
     }
 
-    /// Puts a container's record back as it was before a failed attach wrote it: the previous
-    /// state, or none at all. Best effort: a leftover record only names a process that is gone,
-    /// which a restore recognises.
+    /// Puts a container's record back as it was before a failed attach or change wrote it: the
+    /// previous state, or none at all. Best effort (a failure is logged): what it would leave is
+    /// a record of a change the client was told failed.
     async fn restore_record(&self, id: &str, before: Option<ContainerState>) {
         let store = self.store.clone();
         let owned_id = id.to_owned();
@@ -508,7 +508,7 @@ impl Containers {
             Ok(Err(err)) => err.to_string(),
             Err(err) => err.to_string(),
         };
-        tracing::warn!(container = %id, error = %failure, "cannot put back the record of a failed attach");
+        tracing::error!(container = %id, error = %failure, "cannot put back the record after a failure");
     }
 
     fn unlisted(&self) -> Unlisted {
@@ -597,17 +597,43 @@ impl Containers {
         let mut new_state = state.clone();
         store_intent(&mut new_state, &intent);
         let profile = container.profile.clone();
-        let undo = match container.running.as_mut() {
+        // The change is answered once it is both in the kernel and on disk. The two do not
+        // depend on each other, so the state (an fsync) is written while the kernel works, and
+        // each is put back if the other fails.
+        let saving = {
+            let (store, new_state) = (self.store.clone(), new_state.clone());
+            tokio::task::spawn_blocking(move || store.save(&new_state))
+        };
+        let applied = match container.running.as_mut() {
             Some(running) => {
-                Some(apply_change(&id, running, &intent, &profile, &outcomes, &self.config).await?)
+                Some(apply_change(&id, running, &intent, &profile, &outcomes, &self.config).await)
             }
             None => None,
         };
-        if let Err(source) = self.store.save(&new_state) {
-            if let (Some(running), Some(undo)) = (container.running.as_mut(), undo) {
-                undo_change(&id, running, undo).await;
+        let saved = saving
+            .await
+            .map_err(|err| ContainerError::Internal(err.to_string()))
+            .and_then(|saved| {
+                saved.map_err(|source| ContainerError::Store {
+                    id: id.clone(),
+                    source,
+                })
+            });
+        match (applied, saved) {
+            (None | Some(Ok(_)), Ok(())) => {}
+            (Some(Err(err)), saved) => {
+                if saved.is_ok() {
+                    self.restore_record(&id, Some(state)).await;
+                }
+                return Err(err);
             }
-            return Err(ContainerError::Store { id, source });
+            (Some(Ok(undo)), Err(err)) => {
+                if let Some(running) = container.running.as_mut() {
+                    undo_change(&id, running, undo).await;
+                }
+                return Err(err);
+            }
+            (None, Err(err)) => return Err(err),
         }
         for outcome in outcomes.iter().filter(|outcome| outcome.changed) {
             let detail = match outcome.resolved.as_slice() {
