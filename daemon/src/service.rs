@@ -2,6 +2,7 @@
 //!
 //! Every error leaves through [`ServiceError`] and its one mapping to a gRPC status.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -123,10 +124,12 @@ impl ShieldService {
             &state.annotations,
             &self.containers.config().default_profiles,
         )?;
-        let snapshot = self
-            .containers
-            .attach(&state.id, &name, profiles, state.pid)
-            .await?;
+        let snapshot = {
+            let (containers, id, name) =
+                (Arc::clone(&self.containers), state.id.clone(), name.clone());
+            to_completion(async move { containers.attach(&id, &name, profiles, state.pid).await })
+                .await?
+        };
         self.replenish_helpers();
         tracing::info!(
             container = %state.id,
@@ -147,10 +150,11 @@ impl ShieldService {
     ) -> Result<pb::ChangeResponse, ServiceError> {
         let started = Instant::now();
         let targets = parse_targets(&request.targets)?;
-        let (snapshot, outcomes) = self
-            .containers
-            .change(&request.container, targets, change)
-            .await?;
+        let (snapshot, outcomes) = {
+            let (containers, container) = (Arc::clone(&self.containers), request.container.clone());
+            to_completion(async move { containers.change(&container, targets, change).await })
+                .await?
+        };
         Ok(pb::ChangeResponse {
             container: Some(to_proto(&snapshot)),
             changes: outcomes.iter().map(change_to_proto).collect(),
@@ -278,11 +282,12 @@ impl pb::shield_server::Shield for ShieldService {
     ) -> Result<Response<pb::ContainerStoppedResponse>, Status> {
         let state = required_state(request.into_inner().state)?;
         oci::validate_id(&state.id).map_err(ServiceError::from)?;
-        let known = self
-            .containers
-            .stopped(&state.id)
-            .await
-            .map_err(ServiceError::from)?;
+        let known = {
+            let (containers, id) = (Arc::clone(&self.containers), state.id.clone());
+            to_completion(async move { containers.stopped(&id).await })
+                .await
+                .map_err(ServiceError::from)?
+        };
         if known {
             tracing::info!(container = %state.id, "container stopped, sockets released");
         } else {
@@ -416,11 +421,12 @@ impl pb::shield_server::Shield for ShieldService {
     ) -> Result<Response<pb::SetModeResponse>, Status> {
         let request = request.into_inner();
         let mode = mode_from_proto(request.mode, None)?;
-        let (snapshot, previous) = self
-            .containers
-            .set_mode(&request.container, mode)
-            .await
-            .map_err(ServiceError::from)?;
+        let (snapshot, previous) = {
+            let (containers, container) = (Arc::clone(&self.containers), request.container.clone());
+            to_completion(async move { containers.set_mode(&container, mode).await })
+                .await
+                .map_err(ServiceError::from)?
+        };
         Ok(Response::new(pb::SetModeResponse {
             container: Some(to_proto(&snapshot)),
             previous: mode_to_proto(previous).into(),
@@ -516,4 +522,15 @@ impl pb::shield_server::Shield for ShieldService {
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
+}
+
+/// Runs an operation that changes a container to its end in a task of its own. A client that
+/// goes away (a hook past its deadline, a ^C) drops its request; an attach or a change cut off
+/// half-way would leave the kernel, the state file and the daemon's memory disagreeing.
+async fn to_completion<T: Send + 'static>(
+    work: impl Future<Output = Result<T, ContainerError>> + Send + 'static,
+) -> Result<T, ContainerError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|err| ContainerError::Internal(format!("the operation's task failed: {err}")))?
 }

@@ -513,6 +513,56 @@ fn a_refused_change_leaves_the_state_as_it_was() {
     daemon.stop();
 }
 
+/// A change whose client goes away half-way (killed while the daemon resolves the domain it
+/// allows, on an upstream that never answers) is still carried out whole: the daemon shows it
+/// afterwards. Cut off with its request, it would leave kernel, state file and memory apart.
+#[test]
+fn a_change_whose_client_goes_away_is_carried_out() {
+    shield_tests::require_root();
+    let net = TestNet::new(Owner::Root);
+    // Bound and never read: queries to it wait until the resolver gives up.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a silent upstream");
+    let port = silent.local_addr().expect("its address").port();
+    let daemon = Daemon::builder()
+        .owner(Owner::Root)
+        .profile(PROFILE, &profile(&net))
+        .config(&format!(
+            "[dns]\nupstream = [\"127.0.0.1:{port}\"]\ntimeout = \"1s\"\n"
+        ))
+        .start();
+    let id = shield_tests::fresh_container_id();
+    attach(&daemon, &id, "gone", net.pid());
+
+    let mut client = daemon
+        .ctl_command(&["allow", &id, "slow.test"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shieldctl");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        client.try_wait().expect("poll shieldctl").is_none(),
+        "the allow ended before its domain could be resolved: the test needs a slow change"
+    );
+    client.kill().expect("kill shieldctl");
+    client.wait().expect("reap shieldctl");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let domains = strings(&view(&daemon, &id), "allowed_domains");
+        if domains.iter().any(|d| d == "slow.test") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the change went with its client: allowed domains {domains:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(silent);
+    daemon.stop();
+}
+
 #[test]
 fn bad_input_fails_clearly_and_changes_nothing() {
     shield_tests::require_root();
