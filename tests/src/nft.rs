@@ -207,6 +207,22 @@ pub fn netns_socket_inodes(ns: &NsProcess) -> std::collections::BTreeSet<u64> {
     set
 }
 
+/// Deletes table `inet shield` in the namespace of `ns` behind the daemon's back (for the tests
+/// of what the daemon does when the kernel no longer holds what it put there).
+pub fn delete_table(ns: &NsProcess) {
+    let out = ns
+        .command("nft")
+        .args(["delete", "table", "inet", "shield"])
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft delete table: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(list_table(ns).is_none(), "table inet shield still listed");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -494,17 +494,7 @@ fn a_refused_change_leaves_the_state_as_it_was() {
     let file = daemon.container_state_dir(&id).join("state.json");
     let before = std::fs::read_to_string(&file).unwrap();
 
-    let out = net
-        .container
-        .command("nft")
-        .args(["delete", "table", "inet", "shield"])
-        .output()
-        .expect("run nft");
-    assert!(
-        out.status.success(),
-        "nft delete table: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nft::delete_table(&net.container);
     let public = net.peer_public_v4().to_string();
     daemon.ctl_fails(&["allow", &id, &public]);
     let after = std::fs::read_to_string(&file).unwrap();

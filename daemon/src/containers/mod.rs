@@ -9,6 +9,7 @@
 mod dns;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -385,10 +386,7 @@ impl Containers {
         // Without a record of it, a restart could not restore this container, so the start
         // waits for it; but the record and the ruleset do not depend on each other, so the
         // record (an fsync, 1-2 ms on this kind of disk) is written while the kernel works.
-        let saving = {
-            let (store, state) = (self.store.clone(), state.clone());
-            tokio::task::spawn_blocking(move || store.save(&state))
-        };
+        let saving = self.save_meanwhile(&state);
         let helpers = Arc::clone(&self.helpers);
         let mode = intent.mode;
         let to_apply = table.clone();
@@ -397,15 +395,7 @@ impl Containers {
             .and_then(|attached| attached.map_err(kernel_error))
             .and_then(|attachment| self.start_dns(entry, id, name, &profile, &intent, attachment));
         let kernel_done = Instant::now();
-        let saved = saving
-            .await
-            .map_err(|err| ContainerError::Internal(err.to_string()))
-            .and_then(|saved| {
-                saved.map_err(|source| ContainerError::Store {
-                    id: id.to_owned(),
-                    source,
-                })
-            });
+        let saved = saving.await;
         // On any failure the start is refused. A table that made it into the kernel stays,
         // enforcing, until the namespace goes away.
         let (attachment, names, dns) = match (attached, saved) {
@@ -489,6 +479,23 @@ impl Containers {
                     source,
                 })
             }
+        }
+    }
+
+    /// Starts writing `state` on the blocking pool at once, for work that goes on meanwhile;
+    /// the returned future gives the outcome.
+    fn save_meanwhile(
+        &self,
+        state: &ContainerState,
+    ) -> impl Future<Output = Result<(), ContainerError>> + use<> {
+        let (store, state) = (self.store.clone(), state.clone());
+        let id = state.id.clone();
+        let saving = tokio::task::spawn_blocking(move || store.save(&state));
+        async move {
+            saving
+                .await
+                .map_err(|err| ContainerError::Internal(err.to_string()))?
+                .map_err(|source| ContainerError::Store { id, source })
         }
     }
 
@@ -600,25 +607,14 @@ impl Containers {
         // The change is answered once it is both in the kernel and on disk. The two do not
         // depend on each other, so the state (an fsync) is written while the kernel works, and
         // each is put back if the other fails.
-        let saving = {
-            let (store, new_state) = (self.store.clone(), new_state.clone());
-            tokio::task::spawn_blocking(move || store.save(&new_state))
-        };
+        let saving = self.save_meanwhile(&new_state);
         let applied = match container.running.as_mut() {
             Some(running) => {
                 Some(apply_change(&id, running, &intent, &profile, &outcomes, &self.config).await)
             }
             None => None,
         };
-        let saved = saving
-            .await
-            .map_err(|err| ContainerError::Internal(err.to_string()))
-            .and_then(|saved| {
-                saved.map_err(|source| ContainerError::Store {
-                    id: id.clone(),
-                    source,
-                })
-            });
+        let saved = saving.await;
         match (applied, saved) {
             (None | Some(Ok(_)), Ok(())) => {}
             (Some(Err(err)), saved) => {
