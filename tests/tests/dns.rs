@@ -158,6 +158,17 @@ fn dns_events(daemon: &Daemon, id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The audit trail of `id` holds a DNS decision on `name` whose detail mentions `needle`.
+fn assert_dns_audited(daemon: &Daemon, id: &str, name: &str, needle: &str, what: &str) {
+    let events = dns_events(daemon, id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["target"] == name && e["detail"].as_str().unwrap_or("").contains(needle)),
+        "the audit trail must show {what}: {events:?}"
+    );
+}
+
 /// `probe serve ECHO_PORT ADDRS…` in `ns`; killed on drop.
 struct EchoServer(Child);
 
@@ -525,11 +536,12 @@ fn upstream_nxdomain_is_passed_through() {
         dns.log_text()
     );
     assert_dns_sets_empty(&net, "after an NXDOMAIN");
-    let events = dns_events(&daemon, &id);
-    assert!(
-        events.iter().any(|e| e["target"] == "www.gone.test"
-            && e["detail"].as_str().unwrap_or("").contains("allowed")),
-        "the audit trail must show the allowed query: {events:?}"
+    assert_dns_audited(
+        &daemon,
+        &id,
+        "www.gone.test",
+        "allowed",
+        "the allowed query",
     );
     daemon.stop();
 }
@@ -697,12 +709,7 @@ fn silent_upstream_gets_servfail_after_the_timeout() {
         "the query must have been forwarded to the silent upstream"
     );
     assert_dns_sets_empty(&net, "after SERVFAIL");
-    let events = dns_events(&daemon, &id);
-    assert!(
-        events.iter().any(|e| e["target"] == "allowed.test"
-            && e["detail"].as_str().unwrap_or("").contains("SERVFAIL")),
-        "the audit trail must show the failure: {events:?}"
-    );
+    assert_dns_audited(&daemon, &id, "allowed.test", "SERVFAIL", "the failure");
     daemon.stop();
 }
 
@@ -881,12 +888,7 @@ fn insert_failure_answers_servfail() {
         );
         assert!(answer.answers.is_empty(), "{}", answer.text);
     }
-    let events = dns_events(&daemon, &id);
-    assert!(
-        events.iter().any(|e| e["target"] == "two.ok.test"
-            && e["detail"].as_str().unwrap_or("").contains("SERVFAIL")),
-        "the audit trail must show the failed insert: {events:?}"
-    );
+    assert_dns_audited(&daemon, &id, "two.ok.test", "SERVFAIL", "the failed insert");
     daemon.stop();
 }
 
