@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use shieldd::process::ProcessIdentity;
 use shieldd::ruleset::Mode;
-use shieldd::store::{ContainerState, STATE_FILE, Store, StoreError};
+use shieldd::store::{ContainerState, JOURNAL_FILE, STATE_FILE, Store, StoreError};
 
 /// Set in the child process of [`sigkill_mid_save_leaves_old_or_new_state`]: the state directory.
 const CHILD_ENV: &str = "SHIELD_STORE_CRASH_CHILD";
@@ -45,6 +45,7 @@ fn sample(id: &str) -> ContainerState {
             pid: 4242,
             start_time: 987_654,
         }),
+        journal_seq: 0,
     }
 }
 
@@ -103,12 +104,16 @@ fn round_trip() {
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(states, [state]);
 
-    // Only state.json remains: no temporary files.
-    let names: Vec<_> = fs::read_dir(store.container_dir(ID))
+    // Only state.json and the (empty) journal remain: no temporary files.
+    let mut names: Vec<_> = fs::read_dir(store.container_dir(ID))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, [STATE_FILE]);
+    names.sort();
+    assert_eq!(names, [JOURNAL_FILE, STATE_FILE]);
+    let journal = store.container_dir(ID).join(JOURNAL_FILE);
+    assert_eq!(fs::metadata(&journal).unwrap().len(), 0);
+    assert_eq!(mode_of(&journal), 0o600);
 }
 
 #[test]
@@ -375,7 +380,7 @@ fn sigkill_mid_save_leaves_old_or_new_state() {
     let leftovers: Vec<_> = fs::read_dir(store.container_dir(ID))
         .unwrap()
         .map(|e| e.unwrap().file_name())
-        .filter(|n| n != STATE_FILE)
+        .filter(|n| n != STATE_FILE && n != JOURNAL_FILE)
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     eprintln!(

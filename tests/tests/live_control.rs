@@ -481,8 +481,9 @@ fn concurrent_allow_and_deny_on_one_container() {
 }
 
 /// Every bad input fails with a message naming the problem, and changes nothing.
-/// A change the kernel refuses (its table deleted behind the daemon's back) fails, and the state
-/// file is as it was: the daemon writes it while the kernel works, and must put it back.
+/// A change the kernel refuses (its table deleted behind the daemon's back) fails, and the record
+/// on disk is as it was: the daemon journals the change while the kernel works, and must take it
+/// back.
 #[test]
 fn a_refused_change_leaves_the_state_as_it_was() {
     shield_tests::require_root();
@@ -491,14 +492,21 @@ fn a_refused_change_leaves_the_state_as_it_was() {
     let id = shield_tests::fresh_container_id();
     attach(&daemon, &id, "refused", net.pid());
     daemon.ctl(&["allow", &id, &net.peer_b().to_string()]);
-    let file = daemon.container_state_dir(&id).join("state.json");
-    let before = std::fs::read_to_string(&file).unwrap();
+    // The record: the state file and the journal of changes made since it was written.
+    let dir = daemon.container_state_dir(&id);
+    let record = || {
+        ["state.json", "changes.jsonl"]
+            .map(|name| std::fs::read_to_string(dir.join(name)).unwrap())
+            .join("")
+    };
+    let before = record();
+    assert!(before.contains(&net.peer_b().to_string()), "{before}");
 
     nft::delete_table(&net.container);
     let public = net.peer_public_v4().to_string();
     daemon.ctl_fails(&["allow", &id, &public]);
-    let after = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(after, before, "a refused change reached the state file");
+    let after = record();
+    assert_eq!(after, before, "a refused change reached the record");
     assert!(!after.contains(&public));
     daemon.stop();
 }
@@ -861,12 +869,21 @@ fn audit_trail_and_state_files() {
     ] {
         assert_eq!(mode(d), 0o700, "{}", d.display());
     }
+    // The live changes are in the state file or in the journal of changes since it was
+    // written; both are JSON, each journal line one change.
+    let journal = dir.join("changes.jsonl");
+    assert_eq!(mode(&journal), 0o600, "{}", journal.display());
     let text = std::fs::read_to_string(&file).unwrap();
     let _: serde_json::Value = serde_json::from_str(&text).expect("state.json is JSON");
+    let journal_text = std::fs::read_to_string(&journal).unwrap();
+    for line in journal_text.lines() {
+        let _: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("changes.jsonl: a line is not JSON ({e}): {line:?}"));
+    }
     for needle in [&b, &pub4, &pub6] {
         assert!(
-            text.contains(needle.as_str()),
-            "state.json lacks {needle}: {text}"
+            text.contains(needle.as_str()) || journal_text.contains(needle.as_str()),
+            "neither state.json nor changes.jsonl holds {needle}: {text}\n{journal_text}"
         );
     }
     let trail = dir.join("audit.jsonl");

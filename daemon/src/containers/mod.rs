@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::attach::{self, AttachError, Attachment, Reattached, micros};
 use crate::audit::{AuditEvent, AuditLog};
@@ -31,7 +31,7 @@ use crate::resolve::{HostResolver, Learnt};
 use crate::ruleset::{
     self, ElementChanges, Family, IpRange, Mode, Set, SetElement, SetKind, Table,
 };
-use crate::store::{ContainerState, Store, StoreError};
+use crate::store::{ContainerState, JournalAction, JournalEntry, JournalMark, Store, StoreError};
 
 pub use dns::{ContainerGate, NamePolicyCell, name_policy};
 
@@ -162,6 +162,13 @@ impl Change {
         match self {
             Self::Allow => "allow",
             Self::Deny => "deny",
+        }
+    }
+
+    fn journalled(self) -> JournalAction {
+        match self {
+            Self::Allow => JournalAction::Allow,
+            Self::Deny => JournalAction::Deny,
         }
     }
 }
@@ -488,14 +495,57 @@ impl Containers {
         &self,
         state: &ContainerState,
     ) -> impl Future<Output = Result<(), ContainerError>> + use<> {
-        let (store, state) = (self.store.clone(), state.clone());
-        let id = state.id.clone();
-        let saving = tokio::task::spawn_blocking(move || store.save(&state));
+        let state = state.clone();
+        self.store_meanwhile(&state.id.clone(), move |store| store.save(&state))
+    }
+
+    /// Starts appending `entry` to container `id`'s journal on the blocking pool at once, for
+    /// work that goes on meanwhile; the returned future gives the outcome.
+    fn journal_meanwhile(
+        &self,
+        id: &str,
+        entry: JournalEntry,
+    ) -> impl Future<Output = Result<JournalMark, ContainerError>> + use<> {
+        let owned_id = id.to_owned();
+        self.store_meanwhile(id, move |store| store.append(&owned_id, &entry))
+    }
+
+    /// Runs `work` on the store on the blocking pool at once; the returned future gives its
+    /// outcome, its error as container `id`'s.
+    fn store_meanwhile<T, W>(
+        &self,
+        id: &str,
+        work: W,
+    ) -> impl Future<Output = Result<T, ContainerError>> + use<T, W>
+    where
+        T: Send + 'static,
+        W: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        let id = id.to_owned();
+        let working = tokio::task::spawn_blocking(move || work(&store));
         async move {
-            saving
+            working
                 .await
                 .map_err(|err| ContainerError::Internal(err.to_string()))?
                 .map_err(|source| ContainerError::Store { id, source })
+        }
+    }
+
+    /// Takes back a journalled change that failed in the kernel. Best effort (a failure is
+    /// logged): what it would leave is a change the client was told failed, applied by the next
+    /// restart.
+    async fn take_back(&self, id: &str, mark: JournalMark) {
+        let store = self.store.clone();
+        let owned_id = id.to_owned();
+        match blocking(move || store.take_back(&owned_id, mark)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(container = %id, error = %err, "cannot take back a change the kernel refused");
+            }
+            Err(err) => {
+                tracing::error!(container = %id, error = %err, "cannot take back a change the kernel refused");
+            }
         }
     }
 
@@ -567,12 +617,11 @@ impl Containers {
         change: Change,
     ) -> Result<(Snapshot, Vec<TargetOutcome>), ContainerError> {
         let (id, container) = self.find(query)?;
-        let mut container = container.lock().await;
+        let mut container = container.lock_owned().await;
         let Some(state) = container.state.clone() else {
             return Err(LookupError::NotFound(query.to_owned()).into());
         };
-        let old_intent = intent_of(&state)?;
-        let mut intent = old_intent.clone();
+        let mut intent = intent_of(&state)?;
         let changed = match change {
             Change::Allow => intent.allow_all(&targets),
             Change::Deny => intent.deny_all(&targets),
@@ -602,24 +651,50 @@ impl Containers {
         }
 
         let mut new_state = state.clone();
-        store_intent(&mut new_state, &intent);
+        new_state.set_intent(&intent);
         let profile = container.profile.clone();
         // The change is answered once it is both in the kernel and on disk. The two do not
-        // depend on each other, so the state (an fsync) is written while the kernel works, and
-        // each is put back if the other fails.
-        let saving = self.save_meanwhile(&new_state);
+        // depend on each other, so the change is journalled (an fdatasync) while the kernel
+        // works, and each is taken back if the other fails. A domain allow that changed nothing
+        // still refreshes the kernel, but has nothing to record.
+        let started = Instant::now();
+        let journalling = outcomes.iter().any(|outcome| outcome.changed).then(|| {
+            new_state.journal_seq += 1;
+            self.journal_meanwhile(
+                &id,
+                JournalEntry {
+                    seq: new_state.journal_seq,
+                    action: change.journalled(),
+                    targets: outcomes
+                        .iter()
+                        .filter(|outcome| outcome.changed)
+                        .map(|outcome| outcome.target.to_string())
+                        .collect(),
+                },
+            )
+        });
         let applied = match container.running.as_mut() {
             Some(running) => {
                 Some(apply_change(&id, running, &intent, &profile, &outcomes, &self.config).await)
             }
             None => None,
         };
-        let saved = saving.await;
-        match (applied, saved) {
-            (None | Some(Ok(_)), Ok(())) => {}
-            (Some(Err(err)), saved) => {
-                if saved.is_ok() {
-                    self.restore_record(&id, Some(state)).await;
+        let kernel_done = started.elapsed();
+        let journalled = match journalling {
+            Some(journalling) => journalling.await.map(Some),
+            None => Ok(None),
+        };
+        tracing::debug!(
+            container = %id,
+            kernel_micros = micros(kernel_done),
+            kernel_and_journal_micros = micros(started.elapsed()),
+            "change stages"
+        );
+        let mark = match (applied, journalled) {
+            (None | Some(Ok(_)), Ok(mark)) => mark,
+            (Some(Err(err)), journalled) => {
+                if let Ok(Some(mark)) = journalled {
+                    self.take_back(&id, mark).await;
                 }
                 return Err(err);
             }
@@ -630,7 +705,7 @@ impl Containers {
                 return Err(err);
             }
             (None, Err(err)) => return Err(err),
-        }
+        };
         for outcome in outcomes.iter().filter(|outcome| outcome.changed) {
             let detail = match outcome.resolved.as_slice() {
                 [] => outcome.target.kind().to_owned(),
@@ -651,10 +726,28 @@ impl Containers {
                 &detail,
             );
         }
-        container.state = Some(new_state);
+        container.state = Some(new_state.clone());
         let snapshot = snapshot(&container)
             .ok_or_else(|| ContainerError::Internal("changed without state".into()))?;
+        if mark.is_some_and(|mark| mark.compaction_due) {
+            self.compact_after(container, new_state);
+        }
         Ok((snapshot, outcomes))
+    }
+
+    /// Folds the journal into the state file once the change has been answered. The
+    /// container's lock is held until it is written: the next change waits for the fold
+    /// instead of racing it.
+    fn compact_after(&self, held: OwnedMutexGuard<Container>, state: ContainerState) {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let _held = held;
+            // Nothing is lost if this fails: the journal keeps every change, and the next
+            // change tries again.
+            if let Err(err) = store.save(&state) {
+                tracing::warn!(container = %state.id, error = %err, "cannot fold the change journal into the state file");
+            }
+        });
     }
 
     /// Resolves every domain the change allows (on the host's resolver) so that a name the
@@ -709,7 +802,7 @@ impl Containers {
             }
             None => None,
         };
-        if let Err(source) = self.store.save(&new_state) {
+        if let Err(err) = self.save_meanwhile(&new_state).await {
             if let (Some(running), Some((old, old_names, previous))) =
                 (container.running.as_mut(), old_table)
             {
@@ -720,7 +813,7 @@ impl Containers {
                     }
                 }
             }
-            return Err(ContainerError::Store { id, source });
+            return Err(err);
         }
         if previous != mode {
             let detail = format!("{} → {}", mode_name(previous), mode_name(mode));
@@ -1086,39 +1179,13 @@ fn snapshot(container: &Container) -> Option<Snapshot> {
 
 /// The intent recorded in a container's state.
 fn intent_of(state: &ContainerState) -> Result<Intent, ContainerError> {
-    let domains = |list: &[String]| -> Result<Vec<DomainPattern>, ContainerError> {
-        list.iter()
-            .map(|domain| {
-                DomainPattern::parse(domain).map_err(|_| ContainerError::StoredDomain {
-                    id: state.id.clone(),
-                    domain: domain.clone(),
-                })
-            })
-            .collect()
-    };
-    Ok(Intent {
-        allowed: state.allowed.clone(),
-        denied: state.denied.clone(),
-        allowed_domains: domains(&state.allowed_domains)?,
-        denied_domains: domains(&state.denied_domains)?,
-        mode: state.mode,
+    state.intent().map_err(|source| match source {
+        StoreError::StoredDomain { id, domain } => ContainerError::StoredDomain { id, domain },
+        source => ContainerError::Store {
+            id: state.id.clone(),
+            source,
+        },
     })
-}
-
-fn store_intent(state: &mut ContainerState, intent: &Intent) {
-    state.allowed = intent.allowed.clone();
-    state.denied = intent.denied.clone();
-    state.allowed_domains = intent
-        .allowed_domains
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    state.denied_domains = intent
-        .denied_domains
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    state.mode = intent.mode;
 }
 
 /// The mode as the CLI spells it in `state`.

@@ -1,0 +1,355 @@
+//! The change journal on a real file system: live changes appended beside `state.json`, replayed
+//! on load, taken back, folded in by a save; torn and stale lines; and a crash test — a child
+//! process appending (and now and then saving) in a loop, killed with SIGKILL again and again,
+//! must always leave a state that is exactly its first N changes, with N never going back.
+//! No root needed.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "tests"
+)]
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use shieldd::store::{
+    ContainerState, JOURNAL_FILE, JournalAction, JournalEntry, Store, StoreError,
+};
+
+/// Set in the child process of [`sigkill_mid_append_loses_no_acknowledged_change`]: the state
+/// directory.
+const CHILD_ENV: &str = "SHIELD_JOURNAL_CRASH_CHILD";
+
+const ID: &str = "journal0123456789";
+
+fn entry(seq: u64, action: JournalAction, targets: &[&str]) -> JournalEntry {
+    JournalEntry {
+        seq,
+        action,
+        targets: targets.iter().map(|&target| target.to_owned()).collect(),
+    }
+}
+
+fn net(text: &str) -> IpNet {
+    text.parse().unwrap()
+}
+
+fn journal_of(store: &Store) -> std::path::PathBuf {
+    store.container_dir(ID).join(JOURNAL_FILE)
+}
+
+#[test]
+fn appended_changes_are_replayed_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    store
+        .append(
+            ID,
+            &entry(
+                1,
+                JournalAction::Allow,
+                &["1.2.3.4", "10.0.0.0/8", "example.com"],
+            ),
+        )
+        .unwrap();
+    store
+        .append(
+            ID,
+            &entry(2, JournalAction::Deny, &["10.0.0.0/8", "evil.example"]),
+        )
+        .unwrap();
+
+    let state = store.load(ID).unwrap().unwrap();
+    assert_eq!(state.journal_seq, 2);
+    assert_eq!(state.allowed, [net("1.2.3.4/32")]);
+    assert_eq!(state.denied, [net("10.0.0.0/8")]);
+    assert_eq!(state.allowed_domains, ["example.com"]);
+    assert_eq!(state.denied_domains, ["evil.example"]);
+
+    // A save folds the journal in and empties it; the state reads the same.
+    store.save(&state).unwrap();
+    assert_eq!(fs::metadata(journal_of(&store)).unwrap().len(), 0);
+    assert_eq!(store.load(ID).unwrap().unwrap(), state);
+    let (states, errors) = store.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(states, [state]);
+}
+
+#[test]
+fn journal_format_is_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    store
+        .append(ID, &entry(1, JournalAction::Allow, &["2001:db8::1"]))
+        .unwrap();
+    let text = fs::read_to_string(journal_of(&store)).unwrap();
+    assert_eq!(
+        text,
+        "{\"seq\":1,\"action\":\"allow\",\"targets\":[\"2001:db8::1\"]}\n"
+    );
+}
+
+#[test]
+fn a_taken_back_change_does_not_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    store
+        .append(ID, &entry(1, JournalAction::Allow, &["1.1.1.1"]))
+        .unwrap();
+    let mark = store
+        .append(ID, &entry(2, JournalAction::Allow, &["2.2.2.2"]))
+        .unwrap();
+    store.take_back(ID, mark).unwrap();
+    let state = store.load(ID).unwrap().unwrap();
+    assert_eq!(state.allowed, [net("1.1.1.1/32")]);
+    assert_eq!(state.journal_seq, 1);
+    // The next change reuses the sequence number and is read as usual.
+    store
+        .append(ID, &entry(2, JournalAction::Allow, &["3.3.3.3"]))
+        .unwrap();
+    let state = store.load(ID).unwrap().unwrap();
+    assert_eq!(state.allowed, [net("1.1.1.1/32"), net("3.3.3.3/32")]);
+}
+
+#[test]
+fn a_torn_last_line_is_ignored_and_cut_before_the_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    store
+        .append(ID, &entry(1, JournalAction::Allow, &["1.1.1.1"]))
+        .unwrap();
+    // A crash in the middle of the second append.
+    let mut journal = OpenOptions::new()
+        .append(true)
+        .open(journal_of(&store))
+        .unwrap();
+    journal
+        .write_all(b"{\"seq\":2,\"action\":\"allow\",\"targ")
+        .unwrap();
+    drop(journal);
+    assert_eq!(
+        store.load(ID).unwrap().unwrap().allowed,
+        [net("1.1.1.1/32")]
+    );
+
+    store
+        .append(ID, &entry(2, JournalAction::Allow, &["2.2.2.2"]))
+        .unwrap();
+    let state = store.load(ID).unwrap().unwrap();
+    assert_eq!(state.allowed, [net("1.1.1.1/32"), net("2.2.2.2/32")]);
+    assert_eq!(
+        fs::read_to_string(journal_of(&store))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+}
+
+/// A save that renamed its state but crashed before emptying the journal leaves lines the state
+/// already includes. Replaying them again would be wrong whenever a later change undid one (here:
+/// a deny that a later allow lifted), so they are skipped by sequence number.
+#[test]
+fn lines_the_state_already_includes_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut state = ContainerState::new(ID, "web", vec![]);
+    state.allowed = vec![net("1.1.1.1/32")];
+    state.journal_seq = 2;
+    store.save(&state).unwrap();
+    fs::write(
+        journal_of(&store),
+        "{\"seq\":1,\"action\":\"deny\",\"targets\":[\"1.1.1.1\"]}\n\
+         {\"seq\":2,\"action\":\"allow\",\"targets\":[\"1.1.1.1\"]}\n\
+         {\"seq\":3,\"action\":\"allow\",\"targets\":[\"3.3.3.3\"]}\n",
+    )
+    .unwrap();
+    let loaded = store.load(ID).unwrap().unwrap();
+    assert_eq!(loaded.allowed, [net("1.1.1.1/32"), net("3.3.3.3/32")]);
+    assert!(loaded.denied.is_empty(), "{loaded:?}");
+    assert_eq!(loaded.journal_seq, 3);
+}
+
+#[test]
+fn a_corrupt_line_is_an_error_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    for (content, needle) in [
+        (
+            "garbage\n{\"seq\":2,\"action\":\"allow\",\"targets\":[]}\n",
+            "line 1",
+        ),
+        (
+            "{\"seq\":1,\"action\":\"allow\",\"targets\":[\"not an ip!\"]}\n",
+            "invalid target",
+        ),
+        (
+            "{\"seq\":1,\"action\":\"open\",\"targets\":[\"1.1.1.1\"]}\n",
+            "unknown variant",
+        ),
+    ] {
+        fs::write(journal_of(&store), content).unwrap();
+        let err = store.load(ID).unwrap_err();
+        assert!(matches!(err, StoreError::Journal { .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains(JOURNAL_FILE), "{message}");
+        assert!(message.contains(needle), "{message}");
+    }
+}
+
+#[test]
+fn a_state_saved_before_journals_existed_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    fs::remove_file(journal_of(&store)).unwrap();
+    store
+        .append(ID, &entry(1, JournalAction::Deny, &["9.9.9.9"]))
+        .unwrap();
+    assert_eq!(store.load(ID).unwrap().unwrap().denied, [net("9.9.9.9/32")]);
+}
+
+#[test]
+fn a_long_journal_asks_for_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    let targets: Vec<String> = (0..1024_u32)
+        .map(|i| Ipv4Addr::from(0x0a00_0000 + i).to_string())
+        .collect();
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let mut due_at = None;
+    for seq in 1..=40 {
+        let mark = store
+            .append(ID, &entry(seq, JournalAction::Allow, &targets))
+            .unwrap();
+        if mark.compaction_due {
+            due_at = Some(seq);
+            break;
+        }
+    }
+    // ~14 KiB a line: past 256 KiB after ~19 lines.
+    let due_at = due_at.expect("compaction never became due");
+    assert!((15..=25).contains(&due_at), "due after {due_at} lines");
+}
+
+/// Address `i` of the crash test.
+fn address(i: u64) -> String {
+    let i = u32::try_from(i).unwrap();
+    Ipv4Addr::from(0x0a00_0000 + i).to_string()
+}
+
+/// The child side of the crash test: change `journal_seq + 1`, `+ 2`, … allows address `i`;
+/// every 23rd change is followed by a save (a compaction). Runs until killed. In a normal test
+/// run (no environment variable) it does nothing.
+#[test]
+fn crash_child_appends_until_killed() {
+    let Some(state_dir) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let store = Store::open(Path::new(&state_dir)).unwrap();
+    let mut state = store.load(ID).unwrap().unwrap();
+    let mut stdout = std::io::stdout();
+    stdout.write_all(b"ready\n").unwrap();
+    stdout.flush().unwrap();
+    loop {
+        let seq = state.journal_seq + 1;
+        let target = address(seq);
+        store
+            .append(ID, &entry(seq, JournalAction::Allow, &[&target]))
+            .unwrap();
+        state.journal_seq = seq;
+        state.allowed.push(net(&format!("{target}/32")));
+        if seq.is_multiple_of(23) {
+            store.save(&state).unwrap();
+        }
+    }
+}
+
+/// The real crash test: SIGKILL a process that appends (and saves) in a loop, many times, at
+/// varying moments; after every kill the state loads, is exactly the first N changes (no torn
+/// or doubled one), and N never goes back (an append that returned is durable against a process
+/// crash).
+#[test]
+fn sigkill_mid_append_loses_no_acknowledged_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+
+    let exe = std::env::current_exe().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut kills: u64 = 0;
+    let mut advanced = 0;
+    let mut last = 0;
+    while Instant::now() < deadline || kills < 10 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child_appends_until_killed",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut output = BufReader::new(child.stdout.take().unwrap());
+        let mut said = String::new();
+        while !said.ends_with("ready\n") {
+            let before = said.len();
+            output.read_line(&mut said).unwrap();
+            assert!(
+                said.len() > before,
+                "the child ended before appending: {said:?}"
+            );
+        }
+        // A different moment each time, over a few appends (each a few hundred µs).
+        let pause = kills.wrapping_mul(2_654_435_761) % 3_000;
+        std::thread::sleep(Duration::from_micros(pause));
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert!(
+            status.code().is_none(),
+            "the child died on its own: {status:?}"
+        );
+        kills += 1;
+
+        let state = store
+            .load(ID)
+            .unwrap_or_else(|err| panic!("after kill {kills}: {err}"))
+            .unwrap_or_else(|| panic!("after kill {kills}: no state"));
+        let now = state.journal_seq;
+        let expected: Vec<IpNet> = (1..=now)
+            .map(|i| net(&format!("{}/32", address(i))))
+            .collect();
+        assert_eq!(
+            state.allowed, expected,
+            "after kill {kills}: not exactly the first {now} changes"
+        );
+        assert!(
+            now >= last,
+            "after kill {kills}: went back from {last} to {now} changes"
+        );
+        if now > last {
+            advanced += 1;
+        }
+        last = now;
+    }
+    assert!(advanced > 0, "no append completed in {kills} runs");
+    eprintln!("{kills} kills, {advanced} after progress, {last} changes");
+}
