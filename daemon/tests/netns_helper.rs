@@ -480,6 +480,29 @@ fn pinned_namespace_outlives_its_process() {
     assert_eq!(nft_getgen(&sockets.nftables), Ok(NFT_NEWGEN));
 }
 
+/// [`create_sockets`] with a helper that is a script this test has just written. Another test's
+/// thread may fork while the script is open for writing; until that child execs it holds the
+/// write descriptor, and executing the script fails with ETXTBSY. That is the test's own race,
+/// not the daemon's, so the start is tried again.
+fn run_script(
+    helper: &HelperCommand,
+    ns: &ContainerNamespace,
+    request: &SocketRequest,
+) -> Result<shieldd::netns::ContainerSockets, NetnsError> {
+    let mut tries = 0;
+    loop {
+        match create_sockets(helper, ns, request) {
+            Err(NetnsError::Spawn { source, .. })
+                if source.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 50 =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[test]
 fn wrong_helper_binaries_give_clear_errors() {
     require_root();
@@ -514,7 +537,7 @@ fn wrong_helper_binaries_give_clear_errors() {
     )
     .unwrap();
     fs::set_permissions(&noisy, fs::Permissions::from_mode(0o755)).unwrap();
-    let err = create_sockets(&HelperCommand::new(&noisy), &ns, &request).unwrap_err();
+    let err = run_script(&HelperCommand::new(&noisy), &ns, &request).unwrap_err();
     assert!(
         err.to_string()
             .contains("(exit status: 3): unknown subcommand nshelper (is it"),
@@ -530,7 +553,7 @@ fn wrong_helper_binaries_give_clear_errors() {
         timeout: Duration::from_millis(200),
     };
     let started = Instant::now();
-    let err = create_sockets(&helper, &ns, &request).unwrap_err();
+    let err = run_script(&helper, &ns, &request).unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "timeout not enforced"

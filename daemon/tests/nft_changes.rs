@@ -26,7 +26,7 @@ use common::Netns;
 use ipnet::IpNet;
 use shieldd::nft::changes::{Budget, apply_within};
 use shieldd::nft::{self, NftError};
-use shieldd::ruleset::build::{ALLOW_V4, ALLOW_V6, DENY_V4, interval_elements};
+use shieldd::ruleset::build::{ALLOW_NETS_V4, ALLOW_V4, ALLOW_V6, DENY_V4, interval_elements};
 use shieldd::ruleset::diff::{ElementChanges, element_changes};
 use shieldd::ruleset::ir::{Family, IpRange, Set, SetElement, SetKind, Table};
 use shieldd::ruleset::{Mode, Policy, build};
@@ -134,12 +134,12 @@ fn change(ns: &Netns, sock: &OwnedFd, old: &Table, new: &Table) -> ElementChange
     changes
 }
 
-/// The kernel's interval sets equal `expected`'s, by three readers.
+/// The kernel's address and network sets equal `expected`'s, by three readers.
 fn check_sets(ns: &Netns, sock: &OwnedFd, expected: &Table) {
     let interval: Vec<&Set> = expected
         .sets
         .iter()
-        .filter(|s| s.kind == SetKind::Interval)
+        .filter(|s| s.kind != SetKind::Timeout)
         .collect();
     nft::verify_sets(sock.as_fd(), &interval).unwrap();
     let names: Vec<&str> = interval.iter().map(|s| s.name.as_str()).collect();
@@ -187,8 +187,11 @@ fn add_ipv4_ipv6_and_a_cidr() {
         vec![
             range("192.0.2.1", "192.0.2.1"),
             range("198.51.100.7", "198.51.100.7"),
-            range("203.0.113.0", "203.0.113.255")
         ]
+    );
+    assert_eq!(
+        ns.oracle(ALLOW_NETS_V4),
+        vec![range("203.0.113.0", "203.0.113.255")]
     );
 }
 
@@ -210,14 +213,14 @@ fn split_and_merge_a_range() {
     let (ns, sock, t0) = applied(&policy(&["10.20.0.0/24"], &[]));
     // Un-allowing 10.20.0.0/25 leaves 10.20.0.128/25 (remove /24 + add /25 in one batch).
     let mut t1 = t0.clone();
-    let allow = t1.sets.iter_mut().find(|s| s.name == ALLOW_V4).unwrap();
+    let allow = t1.sets.iter_mut().find(|s| s.name == ALLOW_NETS_V4).unwrap();
     allow.elements = interval_elements(&nets(&["10.20.0.128/25"]), Family::V4);
     let c = change(&ns, &sock, &t0, &t1);
     assert_eq!(c.removes.len(), 1);
     assert_eq!(c.adds.len(), 1);
     // A hole in the middle: one range becomes two.
     let mut t2 = t1.clone();
-    let allow = t2.sets.iter_mut().find(|s| s.name == ALLOW_V4).unwrap();
+    let allow = t2.sets.iter_mut().find(|s| s.name == ALLOW_NETS_V4).unwrap();
     allow.elements = vec![
         SetElement {
             range: range("10.20.0.128", "10.20.0.199"),
@@ -231,7 +234,10 @@ fn split_and_merge_a_range() {
     change(&ns, &sock, &t1, &t2);
     // Merging back to the whole /24.
     change(&ns, &sock, &t2, &t0);
-    assert_eq!(ns.oracle(ALLOW_V4), vec![range("10.20.0.0", "10.20.0.255")]);
+    assert_eq!(
+        ns.oracle(ALLOW_NETS_V4),
+        vec![range("10.20.0.0", "10.20.0.255")]
+    );
 }
 
 /// A deny and an un-deny (plus an allow) in one change: one batch, verified.
@@ -272,8 +278,8 @@ fn verification_catches_what_is_not_there() {
     assert!(err.to_string().contains("192.0.2.1"), "{err}");
     // A split not applied: the /24 is still there, the /25 start is missing.
     let mut split = t0.clone();
-    split.sets[0].elements =
-        interval_elements(&nets(&["192.0.2.1/32", "10.20.0.128/25"]), Family::V4);
+    let networks = split.sets.iter_mut().find(|s| s.name == ALLOW_NETS_V4).unwrap();
+    networks.elements = interval_elements(&nets(&["10.20.0.128/25"]), Family::V4);
     let s = element_changes(&t0, &split).unwrap();
     assert!(nft::verify_element_changes(sock.as_fd(), &s.adds, &s.removes).is_err());
     assert!(nft::verify_element_changes(sock.as_fd(), &[], &s.removes).is_err());
@@ -303,7 +309,11 @@ fn refusal_leaves_the_previous_state() {
     let single = |name: &str, a: &str| Set {
         name: name.to_owned(),
         family: Family::V4,
-        kind: SetKind::Interval,
+        kind: if name == ALLOW_NETS_V4 {
+            SetKind::Interval
+        } else {
+            SetKind::Hash
+        },
         elements: interval_elements(&nets(&[a]), Family::V4),
     };
     // A valid removal of a deny and a valid add, plus an add inside an existing interval (the
@@ -311,7 +321,7 @@ fn refusal_leaves_the_previous_state() {
     let removes = vec![single(DENY_V4, "203.0.113.5/32")];
     let adds = vec![
         single(ALLOW_V4, "198.51.100.7/32"),
-        single(ALLOW_V4, "10.20.0.9/32"),
+        single(ALLOW_NETS_V4, "10.20.0.9/32"),
     ];
     let err = nft::apply_element_changes(sock.as_fd(), &adds, &removes).unwrap_err();
     assert!(matches!(err, NftError::Refused { .. }), "{err}");
@@ -349,7 +359,7 @@ fn one(addr: IpAddr) -> Set {
     Set {
         name: ALLOW_V4.to_owned(),
         family: Family::V4,
-        kind: SetKind::Interval,
+        kind: SetKind::Hash,
         elements: vec![SetElement {
             range: IpRange {
                 start: addr,
@@ -410,11 +420,9 @@ fn bulk_100k_then_changes_stay_fast() {
     let held = nft::read_sets(sock.as_fd(), &[ALLOW_V4]).unwrap();
     assert_eq!(held[0], *t1.set(ALLOW_V4).unwrap());
     assert_eq!(ns.oracle(ALLOW_V4).len(), 100_001);
-    // The target is 200 ms. On kernel 6.18 an interval set costs ~2 µs of kernel time
-    // per kernel element (200 000 here: a start and an end per address), about 0.7 s in a
-    // release build on the CI VM (see `examples/element_bench.rs`), so this bound only guards
-    // against a change of complexity (per-element round trips, a quadratic split), with room
-    // for an unoptimised test build.
+    // The target is 200 ms. Addresses go to a hash set (one kernel element each); this
+    // bound only guards against a change of complexity (per-element round trips, a quadratic
+    // split), with room for an unoptimised test build on a loaded machine.
     assert!(
         applied_in <= Duration::from_secs(10),
         "100 000 addresses took {applied_in:?}"
@@ -437,16 +445,14 @@ fn bulk_100k_then_changes_stay_fast() {
         ms(f50),
         ms(f99)
     );
-    // What this layer controls is constant per change: one batch of two kernel elements and a
-    // few element lookups, never a dump (a full read-back of this set takes over a second).
-    // The kernel's own commit is not: on 6.18 `nft_rbtree_commit` rebuilds the interval set's
-    // lookup array on every commit that touches it, O(set size) — about 28 ms per change at
-    // 100 000 addresses on the CI VM against 0.6 ms on an empty set. Hash sets do not pay it
-    // (see the benchmark), which is the way to make set size not matter for single addresses.
-    // So this bound guards the layer (no dump, no per-element round trips), not the kernel.
+    // Constant per change: one batch of one kernel element and one lookup, never a dump (a
+    // full read-back of this set takes a second), and a hash set's commit does not grow with
+    // the set (an interval set's does: on 6.18 `nft_rbtree_commit` rebuilds its lookup array,
+    // ~30 ms at 100 000 elements). Timings are not asserted tightly (noisy machines): this
+    // bound catches a return to O(set) work per change, which costs tens of milliseconds here.
     assert!(
-        f50 <= e50 * 3 + Duration::from_millis(150),
-        "p50 grew beyond the kernel's commit cost: {e50:?} → {f50:?}"
+        f50 <= e50 * 3 + Duration::from_millis(10),
+        "p50 grew with the set: {e50:?} → {f50:?}"
     );
     // Still exactly the 100k set plus nothing (every churned address was removed again).
     nft::verify_sets(sock.as_fd(), &[t1.set(ALLOW_V4).unwrap()]).unwrap();

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use shieldd::ruleset::build::{
-    ALLOW_V4, ALLOW_V6, DNS_V4, DNS_V6, PRIVATE_V4_SET, bypass_accept, established_accept,
+    ALLOW_NETS_V4, ALLOW_V4, ALLOW_V6, DNS_V4, DNS_V6, PRIVATE_V4_SET, bypass_accept,
+    established_accept,
 };
 use shieldd::ruleset::invariants::{Violation, check};
 use shieldd::ruleset::{
@@ -342,11 +343,18 @@ fn rejects_block_with_established_accept() {
 fn rejects_missing_deny_rule() {
     let mut table = table(Mode::Up);
     let chain = output(&mut table);
-    chain.rules.remove(3); // ip6 daddr @deny_v6 meta l4proto tcp … reset
+    chain.rules.remove(5); // ip6 daddr @deny_v6 meta l4proto tcp … reset
     assert_violation(
         &table,
         Mode::Up,
         "deny rule `ip6 daddr @deny_v6 meta l4proto tcp … reject with tcp reset` missing",
+    );
+    let mut table = self::table(Mode::Up);
+    output(&mut table).rules.remove(3); // ip daddr @deny_nets_v4 meta l4proto tcp … reset
+    assert_violation(
+        &table,
+        Mode::Up,
+        "deny rule `ip daddr @deny_nets_v4 meta l4proto tcp … reject with tcp reset` missing",
     );
 }
 
@@ -479,10 +487,36 @@ fn rejects_malformed_interval_elements() {
     ];
     for (elements, expected) in cases {
         let mut table = table(Mode::Up);
-        let allow = table.sets.iter_mut().find(|s| s.name == ALLOW_V4).unwrap();
+        let allow = table
+            .sets
+            .iter_mut()
+            .find(|s| s.name == ALLOW_NETS_V4)
+            .unwrap();
         allow.elements = elements;
         assert_violation(&table, Mode::Up, expected);
     }
+}
+
+#[test]
+fn rejects_ranges_and_timeouts_in_address_sets() {
+    let range = |start: &str, end: &str| SetElement {
+        range: IpRange {
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+        },
+        timeout: None,
+    };
+    let mut table = table(Mode::Up);
+    let allow = table.sets.iter_mut().find(|s| s.name == ALLOW_V4).unwrap();
+    allow.elements = vec![range("10.0.0.1", "10.0.0.2")];
+    assert_violation(&table, Mode::Up, "is a range in a hash set");
+
+    let mut table = self::table(Mode::Up);
+    let allow = table.sets.iter_mut().find(|s| s.name == ALLOW_V4).unwrap();
+    let mut element = range("10.0.0.1", "10.0.0.1");
+    element.timeout = Some(Duration::from_secs(5));
+    allow.elements = vec![element];
+    assert_violation(&table, Mode::Up, "has a timeout in a hash set");
 }
 
 #[test]

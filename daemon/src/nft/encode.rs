@@ -40,6 +40,7 @@ pub fn set_header(set: &Set) -> KSet {
     KSet {
         name: set.name.clone(),
         flags: match set.kind {
+            SetKind::Hash => 0,
             SetKind::Interval => SET_F_INTERVAL,
             SetKind::Timeout => SET_F_TIMEOUT,
         },
@@ -95,6 +96,15 @@ pub fn element_elems(set: &Set, element: &SetElement) -> Result<Vec<KElem>, NftE
         return Err(NftError::encode(what(), "range ends before it starts"));
     }
     match set.kind {
+        SetKind::Hash => {
+            if start != end {
+                return Err(NftError::encode(what(), "a hash set holds single addresses"));
+            }
+            if element.timeout.is_some() {
+                return Err(NftError::encode(what(), "hash set elements never expire"));
+            }
+            Ok(vec![plain_elem(start, 0)])
+        }
         SetKind::Timeout => {
             if start != end {
                 return Err(NftError::encode(

@@ -116,6 +116,7 @@ pub fn lift_set(k: &KSet, elems: &[KElem]) -> Result<Set, NftError> {
         ));
     }
     let kind = match k.flags {
+        0 => SetKind::Hash,
         SET_F_INTERVAL => SetKind::Interval,
         SET_F_TIMEOUT => SetKind::Timeout,
         other => return Err(NftError::lift(location(), format!("set flags {other:#x}"))),
@@ -131,6 +132,7 @@ pub fn lift_set(k: &KSet, elems: &[KElem]) -> Result<Set, NftError> {
         keyed.push((addr, e));
     }
     let elements = match kind {
+        SetKind::Hash => lift_hash_elems(&keyed).map_err(|r| NftError::lift(location(), r))?,
         SetKind::Timeout => {
             lift_timeout_elems(&keyed).map_err(|r| NftError::lift(location(), r))?
         }
@@ -144,6 +146,13 @@ pub fn lift_set(k: &KSet, elems: &[KElem]) -> Result<Set, NftError> {
         kind,
         elements,
     })
+}
+
+fn lift_hash_elems(keyed: &[(IpAddr, &KElem)]) -> Result<Vec<SetElement>, String> {
+    if let Some((addr, _)) = keyed.iter().find(|(_, e)| e.timeout_ms.is_some()) {
+        return Err(format!("element {addr} with a timeout in a set without timeouts"));
+    }
+    lift_timeout_elems(keyed)
 }
 
 fn lift_timeout_elems(keyed: &[(IpAddr, &KElem)]) -> Result<Vec<SetElement>, String> {

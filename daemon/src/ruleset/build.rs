@@ -60,18 +60,27 @@ pub const OUTPUT_CHAIN: &str = "output";
 /// Name of the ingress base chain.
 pub const INPUT_CHAIN: &str = "input";
 
-/// Interval set of allowed IPv4 destinations.
+/// Hash set of allowed IPv4 addresses (single addresses: profiles list mostly these, and an
+/// operator allows them one at a time, so a change must not cost what the set holds).
 pub const ALLOW_V4: &str = "allow_v4";
-/// Interval set of allowed IPv6 destinations.
+/// Hash set of allowed IPv6 addresses.
 pub const ALLOW_V6: &str = "allow_v6";
+/// Interval set of allowed IPv4 networks (prefixes shorter than /32).
+pub const ALLOW_NETS_V4: &str = "allow_nets_v4";
+/// Interval set of allowed IPv6 networks (prefixes shorter than /128).
+pub const ALLOW_NETS_V6: &str = "allow_nets_v6";
 /// Timeout set of IPv4 addresses learnt from DNS answers.
 pub const DNS_V4: &str = "dns_v4";
 /// Timeout set of IPv6 addresses learnt from DNS answers.
 pub const DNS_V6: &str = "dns_v6";
-/// Interval set of denied IPv4 destinations.
+/// Hash set of denied IPv4 addresses.
 pub const DENY_V4: &str = "deny_v4";
-/// Interval set of denied IPv6 destinations.
+/// Hash set of denied IPv6 addresses.
 pub const DENY_V6: &str = "deny_v6";
+/// Interval set of denied IPv4 networks.
+pub const DENY_NETS_V4: &str = "deny_nets_v4";
+/// Interval set of denied IPv6 networks.
+pub const DENY_NETS_V6: &str = "deny_nets_v6";
 /// Interval set of private and special-purpose IPv4 ranges ([`PRIVATE_V4`]).
 pub const PRIVATE_V4_SET: &str = "private_v4";
 /// Interval set of private and special-purpose IPv6 ranges ([`PRIVATE_V6`]).
@@ -106,13 +115,17 @@ pub struct SetSpec {
 ///
 /// All of them exist in every mode, so that live updates (a DNS answer, an operator allow) never
 /// have to know which mode the container is in.
-pub const SET_SPECS: [SetSpec; 8] = [
-    spec(ALLOW_V4, Family::V4, SetKind::Interval),
-    spec(ALLOW_V6, Family::V6, SetKind::Interval),
+pub const SET_SPECS: [SetSpec; 12] = [
+    spec(ALLOW_V4, Family::V4, SetKind::Hash),
+    spec(ALLOW_V6, Family::V6, SetKind::Hash),
+    spec(ALLOW_NETS_V4, Family::V4, SetKind::Interval),
+    spec(ALLOW_NETS_V6, Family::V6, SetKind::Interval),
     spec(DNS_V4, Family::V4, SetKind::Timeout),
     spec(DNS_V6, Family::V6, SetKind::Timeout),
-    spec(DENY_V4, Family::V4, SetKind::Interval),
-    spec(DENY_V6, Family::V6, SetKind::Interval),
+    spec(DENY_V4, Family::V4, SetKind::Hash),
+    spec(DENY_V6, Family::V6, SetKind::Hash),
+    spec(DENY_NETS_V4, Family::V4, SetKind::Interval),
+    spec(DENY_NETS_V6, Family::V6, SetKind::Interval),
     spec(PRIVATE_V4_SET, Family::V4, SetKind::Interval),
     spec(PRIVATE_V6_SET, Family::V6, SetKind::Interval),
 ];
@@ -120,6 +133,24 @@ pub const SET_SPECS: [SetSpec; 8] = [
 const fn spec(name: &'static str, family: Family, kind: SetKind) -> SetSpec {
     SetSpec { name, family, kind }
 }
+
+/// The sets whose destinations the output chain rejects as denied, in rule order.
+pub const DENY_SETS: [(Family, &str); 4] = [
+    (Family::V4, DENY_V4),
+    (Family::V4, DENY_NETS_V4),
+    (Family::V6, DENY_V6),
+    (Family::V6, DENY_NETS_V6),
+];
+
+/// The sets whose destinations the output chain accepts, in rule order.
+pub const ACCEPT_SETS: [(Family, &str); 6] = [
+    (Family::V4, ALLOW_V4),
+    (Family::V4, ALLOW_NETS_V4),
+    (Family::V6, ALLOW_V6),
+    (Family::V6, ALLOW_NETS_V6),
+    (Family::V4, DNS_V4),
+    (Family::V6, DNS_V6),
+];
 
 /// Private and special-purpose IPv4 ranges a container may not reach unless allowlisted.
 ///
@@ -175,21 +206,27 @@ pub fn private_nets() -> impl Iterator<Item = IpNet> {
 /// policy drop in every mode, so that whatever the rules miss is dropped.
 pub fn build(policy: &Policy) -> Table {
     let private: Vec<IpNet> = private_nets().collect();
+    let (allowed_networks, denied_networks) = (networks(&policy.allow), networks(&policy.deny));
     let sets = SET_SPECS
         .iter()
         .map(|spec| {
-            let source: &[IpNet] = match spec.name {
-                ALLOW_V4 | ALLOW_V6 => &policy.allow,
-                DENY_V4 | DENY_V6 => &policy.deny,
-                PRIVATE_V4_SET | PRIVATE_V6_SET => &private,
+            let family = spec.family;
+            // Addresses go to the hash sets, wider networks to the interval sets; an address
+            // inside an allowed network is in both, which the kernel does not mind.
+            let elements = match spec.name {
+                ALLOW_V4 | ALLOW_V6 => address_elements(&policy.allow, family),
+                ALLOW_NETS_V4 | ALLOW_NETS_V6 => interval_elements(&allowed_networks, family),
+                DENY_V4 | DENY_V6 => address_elements(&policy.deny, family),
+                DENY_NETS_V4 | DENY_NETS_V6 => interval_elements(&denied_networks, family),
+                PRIVATE_V4_SET | PRIVATE_V6_SET => interval_elements(&private, family),
                 // The dns sets start empty: the DNS proxy fills them at run time.
-                _ => &[],
+                _ => Vec::new(),
             };
             Set {
                 name: spec.name.to_owned(),
-                family: spec.family,
+                family,
                 kind: spec.kind,
-                elements: interval_elements(source, spec.family),
+                elements,
             }
         })
         .collect();
@@ -240,8 +277,9 @@ fn filtering_rules(reject_private: RejectPrivate, host_ports: &[u16]) -> Vec<Rul
     let mut rules = Vec::new();
     // Deny comes before `ct state established`, so that denying a destination also cuts the
     // connections to it that are already open.
-    rules.extend(reject_pair(Family::V4, DENY_V4, PREFIX_DENIED));
-    rules.extend(reject_pair(Family::V6, DENY_V6, PREFIX_DENIED));
+    for (family, set) in DENY_SETS {
+        rules.extend(reject_pair(family, set, PREFIX_DENIED));
+    }
     rules.push(established_accept());
     rules.extend(
         [
@@ -263,12 +301,7 @@ fn filtering_rules(reject_private: RejectPrivate, host_ports: &[u16]) -> Vec<Rul
             ));
         }
     }
-    for (family, set) in [
-        (Family::V4, ALLOW_V4),
-        (Family::V6, ALLOW_V6),
-        (Family::V4, DNS_V4),
-        (Family::V6, DNS_V6),
-    ] {
+    for (family, set) in ACCEPT_SETS {
         rules.push(logged(
             vec![daddr_in(family, set)],
             PREFIX_ALLOWED,
@@ -416,6 +449,40 @@ pub fn interval_elements(nets: &[IpNet], family: Family) -> Vec<SetElement> {
             timeout: None,
         })
         .collect()
+}
+
+/// The single addresses (/32, /128) of `family` among `nets`, as hash set elements: sorted, each
+/// once.
+pub fn address_elements(nets: &[IpNet], family: Family) -> Vec<SetElement> {
+    let mut addrs: Vec<IpAddr> = nets
+        .iter()
+        .filter(|net| is_address(net) && family_of(net.addr()) == family)
+        .map(IpNet::addr)
+        .collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs.into_iter().map(address_element).collect()
+}
+
+/// The hash set element of one address.
+pub fn address_element(addr: IpAddr) -> SetElement {
+    SetElement {
+        range: IpRange {
+            start: addr,
+            end: addr,
+        },
+        timeout: None,
+    }
+}
+
+/// Whether `net` is a single address (it goes to a hash set; anything wider to an interval set).
+pub fn is_address(net: &IpNet) -> bool {
+    net.prefix_len() == net.max_prefix_len()
+}
+
+/// The networks (wider than one address) among `nets`.
+pub fn networks(nets: &[IpNet]) -> Vec<IpNet> {
+    nets.iter().filter(|net| !is_address(net)).copied().collect()
 }
 
 /// The addresses `net` covers, from its network address to its last address.

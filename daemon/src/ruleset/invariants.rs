@@ -12,7 +12,7 @@
 use std::fmt;
 
 use super::build::{
-    ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, DNS_V4, DNS_V6, HOST_LOOPBACK, INPUT_CHAIN, LOOPBACK,
+    ACCEPT_SETS, DENY_NETS_V4, DENY_NETS_V6, DENY_V4, DENY_V6, HOST_LOOPBACK, INPUT_CHAIN, LOOPBACK,
     Mode, OUTPUT_CHAIN, PREFIX_BLOCKED, PRIVATE_V4_SET, PRIVATE_V6_SET, SET_SPECS, addr_bits,
     family_of, merge_ranges, net_range, private_nets,
 };
@@ -62,9 +62,6 @@ const INPUT_ND: [Icmpv6Type; 3] = [
     Icmpv6Type::NeighborSolicit,
     Icmpv6Type::NeighborAdvert,
 ];
-
-/// The sets whose addresses the output chain accepts.
-const ACCEPT_SETS: [&str; 4] = [ALLOW_V4, ALLOW_V6, DNS_V4, DNS_V6];
 
 /// The permitted shapes of an accept rule (its matches; log and counter do not matter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +150,7 @@ fn family_name(family: Family) -> &'static str {
 /// Human name of a set kind, for messages.
 fn kind_name(kind: SetKind) -> &'static str {
     match kind {
+        SetKind::Hash => "a hash",
         SetKind::Interval => "an interval",
         SetKind::Timeout => "a timeout",
     }
@@ -231,7 +229,8 @@ impl<'a> Checker<'a> {
     }
 
     /// Elements match the set's family; interval elements are sorted, apart (neither overlapping
-    /// nor adjacent) and permanent; timeout elements are single addresses.
+    /// nor adjacent) and permanent; hash elements are permanent single addresses; timeout
+    /// elements are single addresses.
     fn check_elements(&mut self, set: &Set) {
         let mut previous: Option<&IpRange> = None;
         for element in &set.elements {
@@ -275,10 +274,17 @@ impl<'a> Checker<'a> {
                     }
                     previous = Some(range);
                 }
-                SetKind::Timeout => {
+                SetKind::Hash | SetKind::Timeout => {
                     if range.start != range.end {
                         self.violation(format!(
-                            "set {}: element {shown} is a range in a timeout set",
+                            "set {}: element {shown} is a range in {} set",
+                            set.name,
+                            kind_name(set.kind)
+                        ));
+                    }
+                    if set.kind == SetKind::Hash && element.timeout.is_some() {
+                        self.violation(format!(
+                            "set {}: element {shown} has a timeout in a hash set",
                             set.name
                         ));
                     }
@@ -410,9 +416,9 @@ impl<'a> Checker<'a> {
         let deny_end = if self.mode == Mode::Block {
             None
         } else {
-            self.find_all(chain, reject_rules(DENY_V4, DENY_V6), "deny")
-                .into_iter()
-                .max()
+            let addresses = self.find_all(chain, reject_rules(DENY_V4, DENY_V6), "deny");
+            let networks = self.find_all(chain, reject_rules(DENY_NETS_V4, DENY_NETS_V6), "deny");
+            addresses.into_iter().chain(networks).max()
         };
         // Where the tail (terminal rejects or bypass) begins.
         let tail_start = self.check_output_tail(chain);
@@ -450,7 +456,9 @@ impl<'a> Checker<'a> {
                 Accept::NeighbourDiscovery(_) => self.violation(format!(
                     "chain {name}: {at} lets out an icmpv6 type that is not neighbour discovery"
                 )),
-                Accept::DaddrInSet(set) if ACCEPT_SETS.contains(&set) => last_allow = Some(index),
+                Accept::DaddrInSet(set) if ACCEPT_SETS.iter().any(|(_, name)| *name == set) => {
+                    last_allow = Some(index);
+                }
                 Accept::DaddrInSet(set) => self.violation(format!(
                     "chain {name}: {at} accepts set {set}, only allow and dns sets are accepted"
                 )),

@@ -47,6 +47,9 @@ pub enum Family {
 /// How a set stores its elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SetKind {
+    /// No flags: a hash of single addresses, permanent. What one element costs the kernel to add
+    /// or remove does not grow with the set (an interval set's commit does).
+    Hash,
     /// `flags interval`: addresses and ranges, permanent.
     Interval,
     /// `flags timeout`: single addresses, each with its own timeout (DNS-learnt addresses).

@@ -74,10 +74,13 @@ impl Display for NftBlock<'_> {
                 };
                 writeln!(f, "\t\ttype {key}")?;
                 let flags = match set.kind {
-                    SetKind::Interval => "interval",
-                    SetKind::Timeout => "timeout",
+                    SetKind::Hash => None,
+                    SetKind::Interval => Some("interval"),
+                    SetKind::Timeout => Some("timeout"),
                 };
-                writeln!(f, "\t\tflags {flags}")?;
+                if let Some(flags) = flags {
+                    writeln!(f, "\t\tflags {flags}")?;
+                }
                 // `elements = { }` is a syntax error: an empty set has no elements line.
                 if !set.elements.is_empty() {
                     write!(f, "\t\telements = {{ ")?;
