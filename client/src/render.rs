@@ -119,10 +119,10 @@ impl Render for ContainerView {
             ("attached", attached),
             ("allow set", format!("{} addresses", self.allowed_addresses)),
             ("domains", list(&self.domains)),
-            ("allowed", list(&self.allowed)),
-            ("denied", list(&self.denied)),
-            ("allowed domains", list(&self.allowed_domains)),
-            ("denied domains", list(&self.denied_domains)),
+            ("allowed", listed(self.allowed.as_deref())),
+            ("denied", listed(self.denied.as_deref())),
+            ("allowed domains", listed(self.allowed_domains.as_deref())),
+            ("denied domains", listed(self.denied_domains.as_deref())),
         ])
     }
 }
@@ -325,6 +325,11 @@ fn list(items: &[String]) -> String {
     or_none(&items.join(", "))
 }
 
+/// A list the daemon may have left out (`(not sent)` then).
+fn listed(items: Option<&[String]>) -> String {
+    items.map_or_else(|| "(not sent)".to_owned(), list)
+}
+
 fn or_none(text: &str) -> String {
     if text.is_empty() {
         NONE.to_owned()
@@ -362,10 +367,10 @@ mod tests {
             attached_at: 0,
             allowed_addresses: 0,
             domains: vec![],
-            allowed: vec![],
-            denied: vec![],
-            allowed_domains: vec![],
-            denied_domains: vec![],
+            allowed: Some(vec![]),
+            denied: Some(vec![]),
+            allowed_domains: Some(vec![]),
+            denied_domains: Some(vec![]),
         }
     }
 
@@ -617,8 +622,8 @@ mod tests {
         let mut view = container("0123456789abcdef0123456789abcdef", "web", &["base", "dev"]);
         view.attached_at = 1_700_000_000;
         view.allowed_addresses = 3;
-        view.allowed = vec!["192.0.2.7".to_owned(), "10.1.0.0/16".to_owned()];
-        view.denied_domains = vec!["evil.example".to_owned()];
+        view.allowed = Some(vec!["192.0.2.7".to_owned(), "10.1.0.0/16".to_owned()]);
+        view.denied_domains = Some(vec!["evil.example".to_owned()]);
         assert_eq!(
             view.human(),
             "id               0123456789abcdef0123456789abcdef\n\

@@ -132,14 +132,19 @@ pub struct ContainerView {
     pub allowed_addresses: u32,
     /// Domains from the profiles.
     pub domains: Vec<String>,
-    /// Live-allowed IPs and CIDRs (operator changes, canonical form).
-    pub allowed: Vec<String>,
+    /// Live-allowed IPs and CIDRs (operator changes, canonical form). The lists are absent
+    /// from the answer to a change (the daemon leaves them out: they can be long).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<String>>,
     /// Denied IPs and CIDRs; deny wins over every allow.
-    pub denied: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied: Option<Vec<String>>,
     /// Live-allowed domains.
-    pub allowed_domains: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_domains: Option<Vec<String>>,
     /// Denied domains.
-    pub denied_domains: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied_domains: Option<Vec<String>>,
 }
 
 impl ContainerView {
@@ -160,6 +165,7 @@ impl ContainerView {
 
 impl From<v1::Container> for ContainerView {
     fn from(container: v1::Container) -> Self {
+        let listed = |list: Vec<String>| (!container.lists_omitted).then_some(list);
         Self {
             state: container.state.into(),
             mode: container.mode.into(),
@@ -170,10 +176,10 @@ impl From<v1::Container> for ContainerView {
             attached_at: container.attached_at,
             allowed_addresses: container.allowed_addresses,
             domains: container.domains,
-            allowed: container.allowed,
-            denied: container.denied,
-            allowed_domains: container.allowed_domains,
-            denied_domains: container.denied_domains,
+            allowed: listed(container.allowed),
+            denied: listed(container.denied),
+            allowed_domains: listed(container.allowed_domains),
+            denied_domains: listed(container.denied_domains),
         }
     }
 }
@@ -587,6 +593,7 @@ mod tests {
             denied: vec!["10.0.0.0/8".to_owned()],
             allowed_domains: vec!["example.org".to_owned()],
             denied_domains: vec![],
+            lists_omitted: false,
         })
     }
 

@@ -4,13 +4,13 @@
 //! deny sets. Deny wins in the kernel because the deny rules come first; allowing a target that
 //! is denied lifts the deny, and denying a target that was live-allowed withdraws the allow.
 
-use std::collections::HashSet;
 use std::hash::Hash;
 
+use indexmap::IndexSet;
 use ipnet::IpNet;
 
 use crate::profiles::{DomainPattern, Entry, EntryError};
-use crate::ruleset::{Mode, Policy};
+use crate::ruleset::{Mode, NetMoves, Policy};
 
 /// Most targets one change may carry: a change is one netlink batch and one state write.
 pub const MAX_TARGETS: usize = 1024;
@@ -91,71 +91,184 @@ pub fn parse_targets(raw: &[String]) -> Result<Vec<Target>, TargetError> {
         .collect()
 }
 
+/// Whether a change lets targets through or forbids them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Allow: into the allowed lists, out of the denied ones.
+    Allow,
+    /// Deny: into the denied lists, out of the allowed ones.
+    Deny,
+}
+
 /// The operator's live changes and the mode of one container.
+///
+/// The lists keep the order in which their items arrived and are indexed, so that a change
+/// costs what it touches, not what the lists hold (a container may carry 100 000 live allows).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Intent {
     /// Live-allowed addresses and networks, in the order they were allowed.
-    pub allowed: Vec<IpNet>,
+    pub allowed: IndexSet<IpNet>,
     /// Denied addresses and networks.
-    pub denied: Vec<IpNet>,
+    pub denied: IndexSet<IpNet>,
     /// Live-allowed domains.
-    pub allowed_domains: Vec<DomainPattern>,
+    pub allowed_domains: IndexSet<DomainPattern>,
     /// Denied domains.
-    pub denied_domains: Vec<DomainPattern>,
+    pub denied_domains: IndexSet<DomainPattern>,
     /// Enforcement mode.
     pub mode: Mode,
+}
+
+/// What one target of a change did to the lists: enough to undo it, and to tell the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Moved {
+    /// The target.
+    pub target: Target,
+    /// Where it stood in the list it left (denied for an allow, allowed for a deny), if it was
+    /// there.
+    pub withdrawn_from: Option<usize>,
+    /// Whether it was added at the end of the list it went to (it was not there yet).
+    pub added: bool,
+}
+
+impl Moved {
+    /// Whether the target changed anything.
+    pub fn changed(&self) -> bool {
+        self.withdrawn_from.is_some() || self.added
+    }
+}
+
+/// One change as it was applied, target by target, in request order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Allow or deny.
+    pub direction: Direction,
+    /// One entry per target.
+    pub moves: Vec<Moved>,
+}
+
+impl Applied {
+    /// Whether any target changed anything.
+    pub fn changed_anything(&self) -> bool {
+        self.moves.iter().any(Moved::changed)
+    }
+
+    /// The addresses and networks the change moved between the live lists.
+    pub fn net_moves(&self) -> NetMoves {
+        let mut moves = NetMoves::default();
+        let (into, out_of) = match self.direction {
+            Direction::Allow => (&mut moves.allowed_in, &mut moves.denied_out),
+            Direction::Deny => (&mut moves.denied_in, &mut moves.allowed_out),
+        };
+        for moved in &self.moves {
+            if let Target::Net(net) = moved.target {
+                if moved.added {
+                    into.push(net);
+                }
+                if moved.withdrawn_from.is_some() {
+                    out_of.push(net);
+                }
+            }
+        }
+        moves
+    }
 }
 
 impl Intent {
     /// Allows `target`: lifts a deny of the same target. Returns whether anything changed.
     pub fn allow(&mut self, target: &Target) -> bool {
-        self.allow_all(std::slice::from_ref(target))
-            .first()
-            .copied()
-            .unwrap_or(false)
+        self.apply(Direction::Allow, std::slice::from_ref(target))
+            .changed_anything()
     }
 
     /// Denies `target`: withdraws a live allow of the same target. Returns whether anything
     /// changed.
     pub fn deny(&mut self, target: &Target) -> bool {
-        self.deny_all(std::slice::from_ref(target))
-            .first()
-            .copied()
-            .unwrap_or(false)
+        self.apply(Direction::Deny, std::slice::from_ref(target))
+            .changed_anything()
     }
 
-    /// [`allow`](Self::allow) of each target in turn; whether each changed anything. One pass
-    /// over the lists whatever the number of targets (a bulk allow of 100 000 addresses must
-    /// not scan the list once per address).
+    /// [`allow`](Self::allow) of each target in turn; whether each changed anything.
     pub fn allow_all(&mut self, targets: &[Target]) -> Vec<bool> {
-        bring_all(
-            Move::new(&mut self.allowed, &mut self.denied),
-            Move::new(&mut self.allowed_domains, &mut self.denied_domains),
-            targets,
-        )
+        let applied = self.apply(Direction::Allow, targets);
+        applied.moves.iter().map(Moved::changed).collect()
     }
 
-    /// [`deny`](Self::deny) of each target in turn; whether each changed anything. One pass over
-    /// the lists, as for [`allow_all`](Self::allow_all).
+    /// [`deny`](Self::deny) of each target in turn; whether each changed anything.
     pub fn deny_all(&mut self, targets: &[Target]) -> Vec<bool> {
-        bring_all(
-            Move::new(&mut self.denied, &mut self.allowed),
-            Move::new(&mut self.denied_domains, &mut self.allowed_domains),
-            targets,
-        )
+        let applied = self.apply(Direction::Deny, targets);
+        applied.moves.iter().map(Moved::changed).collect()
+    }
+
+    /// Allows or denies each target in turn, and says what each did, for
+    /// [`undo`](Self::undo) and for the kernel's share of the change. Each target costs a hash
+    /// lookup (and, when it leaves a list, a shift of the items after it).
+    pub fn apply(&mut self, direction: Direction, targets: &[Target]) -> Applied {
+        let moves = targets
+            .iter()
+            .map(|target| {
+                let (withdrawn_from, added) = match (direction, target) {
+                    (Direction::Allow, Target::Net(net)) => {
+                        bring(&mut self.allowed, &mut self.denied, net)
+                    }
+                    (Direction::Deny, Target::Net(net)) => {
+                        bring(&mut self.denied, &mut self.allowed, net)
+                    }
+                    (Direction::Allow, Target::Domain(domain)) => {
+                        bring(&mut self.allowed_domains, &mut self.denied_domains, domain)
+                    }
+                    (Direction::Deny, Target::Domain(domain)) => {
+                        bring(&mut self.denied_domains, &mut self.allowed_domains, domain)
+                    }
+                };
+                Moved {
+                    target: target.clone(),
+                    withdrawn_from,
+                    added,
+                }
+            })
+            .collect();
+        Applied { direction, moves }
+    }
+
+    /// Takes back `applied`, which must be the last change applied: every list is as it was
+    /// before, order included.
+    pub fn undo(&mut self, applied: &Applied) {
+        for moved in applied.moves.iter().rev() {
+            match (applied.direction, &moved.target) {
+                (Direction::Allow, Target::Net(net)) => {
+                    put_back(&mut self.allowed, &mut self.denied, net, moved);
+                }
+                (Direction::Deny, Target::Net(net)) => {
+                    put_back(&mut self.denied, &mut self.allowed, net, moved);
+                }
+                (Direction::Allow, Target::Domain(domain)) => {
+                    put_back(
+                        &mut self.allowed_domains,
+                        &mut self.denied_domains,
+                        domain,
+                        moved,
+                    );
+                }
+                (Direction::Deny, Target::Domain(domain)) => {
+                    put_back(
+                        &mut self.denied_domains,
+                        &mut self.allowed_domains,
+                        domain,
+                        moved,
+                    );
+                }
+            }
+        }
     }
 
     /// The ruleset policy: profile addresses and live allows in the allow sets, denies in the
     /// deny sets.
     pub fn policy(&self, profile_nets: &[IpNet], host_ports: &[u16]) -> Policy {
-        // A set for membership: with many thousands of live allows a list scan per entry would
-        // make every change quadratic in the size of the policy.
-        let mut seen: HashSet<IpNet> = profile_nets.iter().copied().collect();
         let mut allow = profile_nets.to_vec();
-        allow.extend(self.allowed.iter().filter(|net| seen.insert(**net)));
+        allow.extend(self.allowed.iter().copied());
         Policy {
             allow,
-            deny: self.denied.clone(),
+            deny: self.denied.iter().copied().collect(),
             mode: self.mode,
             host_ports: host_ports.to_vec(),
         }
@@ -167,71 +280,36 @@ impl Intent {
     }
 }
 
-/// Brings each target, in turn, where `nets` or `domains` (by its kind) move items to; whether
-/// each changed anything.
-fn bring_all(
-    mut nets: Move<'_, IpNet>,
-    mut domains: Move<'_, DomainPattern>,
-    targets: &[Target],
-) -> Vec<bool> {
-    let changed = targets
-        .iter()
-        .map(|target| match target {
-            Target::Net(net) => nets.bring(net),
-            Target::Domain(domain) => domains.bring(domain),
-        })
-        .collect();
-    nets.finish();
-    domains.finish();
-    changed
+/// Brings `item` into `into` (at the end, unless it is there) and out of `out_of`; where it
+/// stood in `out_of`, and whether it was added.
+fn bring<T: Eq + Hash + Clone>(
+    into: &mut IndexSet<T>,
+    out_of: &mut IndexSet<T>,
+    item: &T,
+) -> (Option<usize>, bool) {
+    let withdrawn_from = out_of.shift_remove_full(item).map(|(index, _)| index);
+    let added = into.insert(item.clone());
+    (withdrawn_from, added)
 }
 
-/// Items brought into one list (`into`, keeping its order) and out of the other (`out_of`),
-/// with both indexed once, so that each item costs a hash lookup, not a list scan.
-struct Move<'a, T: Eq + Hash + Clone> {
-    into: &'a mut Vec<T>,
-    out_of: &'a mut Vec<T>,
-    /// What `into` holds, the items brought in included.
-    held: HashSet<T>,
-    /// What `out_of` still holds (built on first use: most changes withdraw nothing).
-    remaining: Option<HashSet<T>>,
-    withdrew: bool,
-}
-
-impl<'a, T: Eq + Hash + Clone> Move<'a, T> {
-    fn new(into: &'a mut Vec<T>, out_of: &'a mut Vec<T>) -> Self {
-        let held = into.iter().cloned().collect();
-        Self {
-            into,
-            out_of,
-            held,
-            remaining: None,
-            withdrew: false,
+/// Undoes one [`bring`] of `item`.
+fn put_back<T: Eq + Hash + Clone>(
+    into: &mut IndexSet<T>,
+    out_of: &mut IndexSet<T>,
+    item: &T,
+    moved: &Moved,
+) {
+    if moved.added {
+        // The last item added, unless the caller broke the contract; then wherever it is.
+        if into.last() == Some(item) {
+            into.pop();
+        } else {
+            into.shift_remove(item);
         }
     }
-
-    /// Brings `item` in (if it is not there yet) and out of the other list; whether anything
-    /// changed.
-    fn bring(&mut self, item: &T) -> bool {
-        let out_of = &*self.out_of;
-        let withdrawn = !out_of.is_empty()
-            && self
-                .remaining
-                .get_or_insert_with(|| out_of.iter().cloned().collect())
-                .remove(item);
-        self.withdrew |= withdrawn;
-        let added = self.held.insert(item.clone());
-        if added {
-            self.into.push(item.clone());
-        }
-        withdrawn || added
-    }
-
-    /// Removes what was withdrawn from the other list, in one pass.
-    fn finish(self) {
-        if let (true, Some(remaining)) = (self.withdrew, &self.remaining) {
-            self.out_of.retain(|item| remaining.contains(item));
-        }
+    if let Some(index) = moved.withdrawn_from {
+        let index = index.min(out_of.len());
+        out_of.shift_insert(index, item.clone());
     }
 }
 
@@ -349,7 +427,15 @@ mod tests {
         // profile's network, and the kernel's rule order makes the deny win.
         intent.deny(&Target::Net("198.51.100.7/32".parse().unwrap()));
         let policy = intent.policy(&profile, &[]);
-        assert_eq!(policy.allow.len(), 2);
+        // The profile's network and the live allows (a live allow of the same network is
+        // listed twice: the builder merges).
+        let allowed: std::collections::BTreeSet<IpNet> = policy.allow.iter().copied().collect();
+        assert_eq!(
+            allowed,
+            ["198.51.100.0/24", "203.0.113.9/32"]
+                .map(|net| net.parse::<IpNet>().unwrap())
+                .into()
+        );
         assert_eq!(
             policy.deny,
             vec!["198.51.100.7/32".parse::<IpNet>().unwrap()]

@@ -136,7 +136,7 @@ impl ShieldService {
             name = %name,
             pid = state.pid,
             profiles = %snapshot.state.profiles.join(":"),
-            mode = crate::containers::mode_name(snapshot.state.mode),
+            mode = crate::containers::mode_name(snapshot.state.intent.mode),
             micros = started.elapsed().as_micros(),
             "container attached, ruleset verified"
         );
@@ -208,14 +208,14 @@ fn saturating_u32(count: usize) -> u32 {
     u32::try_from(count).unwrap_or(u32::MAX)
 }
 
-fn strings<T: ToString>(items: &[T]) -> Vec<String> {
-    items.iter().map(ToString::to_string).collect()
+fn strings<'a, T: ToString + 'a>(items: impl IntoIterator<Item = &'a T>) -> Vec<String> {
+    items.into_iter().map(ToString::to_string).collect()
 }
 
 /// Networks in canonical text; a single address without its `/32` or `/128`.
-fn nets(items: &[ipnet::IpNet]) -> Vec<String> {
+fn nets<'a>(items: impl IntoIterator<Item = &'a ipnet::IpNet>) -> Vec<String> {
     items
-        .iter()
+        .into_iter()
         .map(|net| crate::intent::Target::Net(*net).to_string())
         .collect()
 }
@@ -231,15 +231,16 @@ fn to_proto(snapshot: &Snapshot) -> pb::Container {
         name: state.name.clone(),
         state: container_state.into(),
         profiles: state.profiles.clone(),
-        mode: mode_to_proto(state.mode).into(),
+        mode: mode_to_proto(state.intent.mode).into(),
         pid,
         attached_at,
         allowed_addresses: saturating_u32(snapshot.allowed_addresses),
         domains: strings(&snapshot.domains),
-        allowed: nets(&state.allowed),
-        denied: nets(&state.denied),
-        allowed_domains: state.allowed_domains.clone(),
-        denied_domains: state.denied_domains.clone(),
+        allowed: nets(&state.intent.allowed),
+        denied: nets(&state.intent.denied),
+        allowed_domains: strings(&state.intent.allowed_domains),
+        denied_domains: strings(&state.intent.denied_domains),
+        lists_omitted: snapshot.lists_omitted,
     }
 }
 

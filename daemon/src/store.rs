@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use indexmap::IndexSet;
+
 use crate::intent::{self, Intent, TargetError};
 use crate::oci::{self, OciError};
 use crate::profiles::DomainPattern;
@@ -140,8 +142,7 @@ impl StoreError {
 }
 
 /// Everything the daemon keeps about one container across restarts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerState {
     /// Format version, [`STATE_VERSION`].
     pub version: u32,
@@ -151,20 +152,11 @@ pub struct ContainerState {
     pub name: String,
     /// Profiles the container was attached with.
     pub profiles: Vec<String>,
-    /// Addresses and networks allowed live, on top of the profiles.
-    pub allowed: Vec<IpNet>,
-    /// Addresses and networks denied live; deny wins over allow.
-    pub denied: Vec<IpNet>,
-    /// Domains allowed live.
-    pub allowed_domains: Vec<String>,
-    /// Domains denied live.
-    pub denied_domains: Vec<String>,
-    /// Enforcement mode.
-    pub mode: Mode,
+    /// The operator's live allows and denies, and the mode.
+    pub intent: Intent,
     /// The container's process while it runs (from the last attach); `None` once stopped.
     pub process: Option<ProcessIdentity>,
     /// Sequence number of the last journalled change this state includes (0: none yet).
-    #[serde(default)]
     pub journal_seq: u64,
 }
 
@@ -176,53 +168,87 @@ impl ContainerState {
             id: id.into(),
             name: name.into(),
             profiles,
-            allowed: Vec::new(),
-            denied: Vec::new(),
-            allowed_domains: Vec::new(),
-            denied_domains: Vec::new(),
-            mode: Mode::default(),
+            intent: Intent::default(),
             process: None,
             journal_seq: 0,
         }
     }
 
-    /// The operator's intent this state records.
-    pub fn intent(&self) -> Result<Intent, StoreError> {
-        let domains = |list: &[String]| -> Result<Vec<DomainPattern>, StoreError> {
-            list.iter()
+    /// The state in its file's shape.
+    fn to_file(&self) -> StateFile {
+        let intent = &self.intent;
+        StateFile {
+            version: self.version,
+            id: self.id.clone(),
+            name: self.name.clone(),
+            profiles: self.profiles.clone(),
+            allowed: intent.allowed.iter().copied().collect(),
+            denied: intent.denied.iter().copied().collect(),
+            allowed_domains: intent
+                .allowed_domains
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            denied_domains: intent
+                .denied_domains
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            mode: intent.mode,
+            process: self.process,
+            journal_seq: self.journal_seq,
+        }
+    }
+
+    /// The state a file holds; its domains are checked here, once.
+    fn from_file(file: StateFile) -> Result<Self, StoreError> {
+        let domains = |list: Vec<String>| -> Result<IndexSet<DomainPattern>, StoreError> {
+            list.into_iter()
                 .map(|domain| {
-                    DomainPattern::parse(domain).map_err(|_| StoreError::StoredDomain {
-                        id: self.id.clone(),
-                        domain: domain.clone(),
+                    DomainPattern::parse(&domain).map_err(|_| StoreError::StoredDomain {
+                        id: file.id.clone(),
+                        domain,
                     })
                 })
                 .collect()
         };
-        Ok(Intent {
-            allowed: self.allowed.clone(),
-            denied: self.denied.clone(),
-            allowed_domains: domains(&self.allowed_domains)?,
-            denied_domains: domains(&self.denied_domains)?,
-            mode: self.mode,
+        let intent = Intent {
+            allowed: file.allowed.iter().copied().collect(),
+            denied: file.denied.iter().copied().collect(),
+            allowed_domains: domains(file.allowed_domains.clone())?,
+            denied_domains: domains(file.denied_domains.clone())?,
+            mode: file.mode,
+        };
+        Ok(Self {
+            version: file.version,
+            id: file.id,
+            name: file.name,
+            profiles: file.profiles,
+            intent,
+            process: file.process,
+            journal_seq: file.journal_seq,
         })
     }
+}
 
-    /// Records `intent` (lists and mode) in this state.
-    pub fn set_intent(&mut self, intent: &Intent) {
-        self.allowed.clone_from(&intent.allowed);
-        self.denied.clone_from(&intent.denied);
-        self.allowed_domains = intent
-            .allowed_domains
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        self.denied_domains = intent
-            .denied_domains
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        self.mode = intent.mode;
-    }
+/// `state.json` as it is written: plain lists, in the order the intent keeps.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    version: u32,
+    id: String,
+    name: String,
+    profiles: Vec<String>,
+    /// Addresses and networks allowed live, on top of the profiles.
+    allowed: Vec<IpNet>,
+    /// Addresses and networks denied live; deny wins over allow.
+    denied: Vec<IpNet>,
+    allowed_domains: Vec<String>,
+    denied_domains: Vec<String>,
+    mode: Mode,
+    process: Option<ProcessIdentity>,
+    #[serde(default)]
+    journal_seq: u64,
 }
 
 /// What a journalled change did.
@@ -316,10 +342,11 @@ impl Store {
         let dir = self.container_dir(&state.id);
         create_private_dir(&dir, false)?;
         let path = dir.join(STATE_FILE);
-        let mut json = serde_json::to_vec(state).map_err(|source| StoreError::Serialize {
-            path: path.clone(),
-            source,
-        })?;
+        let mut json =
+            serde_json::to_vec(&state.to_file()).map_err(|source| StoreError::Serialize {
+                path: path.clone(),
+                source,
+            })?;
         json.push(b'\n');
 
         // Unique per process and per save, so concurrent saves never share a temp file, and
@@ -456,7 +483,8 @@ impl Store {
                 return Err(parse_error(serde::de::Error::missing_field("version")));
             }
         }
-        let mut state: ContainerState = serde_json::from_slice(&bytes).map_err(parse_error)?;
+        let file: StateFile = serde_json::from_slice(&bytes).map_err(parse_error)?;
+        let mut state = ContainerState::from_file(file)?;
         if state.id != id {
             return Err(StoreError::IdMismatch {
                 path,
@@ -486,7 +514,6 @@ impl Store {
             .iter()
             .rposition(|&byte| byte == b'\n')
             .map_or(&text[..0], |end| &text[..end]);
-        let mut intent = None;
         for (index, line) in complete.split(|&byte| byte == b'\n').enumerate() {
             if line.is_empty() {
                 continue;
@@ -496,17 +523,10 @@ impl Store {
             if entry.seq <= state.journal_seq {
                 continue;
             }
-            let intent = match &mut intent {
-                Some(intent) => intent,
-                None => intent.insert(state.intent()?),
-            };
             entry
-                .replay(intent)
+                .replay(&mut state.intent)
                 .map_err(|err| journal_error(index + 1, err.to_string()))?;
             state.journal_seq = entry.seq;
-        }
-        if let Some(intent) = intent {
-            state.set_intent(&intent);
         }
         Ok(())
     }

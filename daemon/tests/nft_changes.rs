@@ -213,14 +213,22 @@ fn split_and_merge_a_range() {
     let (ns, sock, t0) = applied(&policy(&["10.20.0.0/24"], &[]));
     // Un-allowing 10.20.0.0/25 leaves 10.20.0.128/25 (remove /24 + add /25 in one batch).
     let mut t1 = t0.clone();
-    let allow = t1.sets.iter_mut().find(|s| s.name == ALLOW_NETS_V4).unwrap();
+    let allow = t1
+        .sets
+        .iter_mut()
+        .find(|s| s.name == ALLOW_NETS_V4)
+        .unwrap();
     allow.elements = interval_elements(&nets(&["10.20.0.128/25"]), Family::V4);
     let c = change(&ns, &sock, &t0, &t1);
     assert_eq!(c.removes.len(), 1);
     assert_eq!(c.adds.len(), 1);
     // A hole in the middle: one range becomes two.
     let mut t2 = t1.clone();
-    let allow = t2.sets.iter_mut().find(|s| s.name == ALLOW_NETS_V4).unwrap();
+    let allow = t2
+        .sets
+        .iter_mut()
+        .find(|s| s.name == ALLOW_NETS_V4)
+        .unwrap();
     allow.elements = vec![
         SetElement {
             range: range("10.20.0.128", "10.20.0.199"),
@@ -278,7 +286,11 @@ fn verification_catches_what_is_not_there() {
     assert!(err.to_string().contains("192.0.2.1"), "{err}");
     // A split not applied: the /24 is still there, the /25 start is missing.
     let mut split = t0.clone();
-    let networks = split.sets.iter_mut().find(|s| s.name == ALLOW_NETS_V4).unwrap();
+    let networks = split
+        .sets
+        .iter_mut()
+        .find(|s| s.name == ALLOW_NETS_V4)
+        .unwrap();
     networks.elements = interval_elements(&nets(&["10.20.0.128/25"]), Family::V4);
     let s = element_changes(&t0, &split).unwrap();
     assert!(nft::verify_element_changes(sock.as_fd(), &s.adds, &s.removes).is_err());

@@ -18,7 +18,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use shieldd::intent::Intent;
 use shieldd::process::ProcessIdentity;
+use shieldd::profiles::DomainPattern;
 use shieldd::ruleset::Mode;
 use shieldd::store::{ContainerState, JOURNAL_FILE, STATE_FILE, Store, StoreError};
 
@@ -33,14 +35,20 @@ fn sample(id: &str) -> ContainerState {
         id: id.to_owned(),
         name: "web".to_owned(),
         profiles: vec!["base".to_owned(), "dev-node".to_owned()],
-        allowed: vec![
-            "1.2.3.4/32".parse().unwrap(),
-            "2001:db8::/32".parse().unwrap(),
-        ],
-        denied: vec!["10.0.0.0/8".parse().unwrap()],
-        allowed_domains: vec!["example.com".to_owned()],
-        denied_domains: vec!["evil.example".to_owned()],
-        mode: Mode::DownAll,
+        intent: Intent {
+            allowed: ["1.2.3.4/32", "2001:db8::/32"]
+                .map(|net| net.parse().unwrap())
+                .into_iter()
+                .collect(),
+            denied: ["10.0.0.0/8".parse().unwrap()].into_iter().collect(),
+            allowed_domains: [DomainPattern::parse("example.com").unwrap()]
+                .into_iter()
+                .collect(),
+            denied_domains: [DomainPattern::parse("evil.example").unwrap()]
+                .into_iter()
+                .collect(),
+            mode: Mode::DownAll,
+        },
         process: Some(ProcessIdentity {
             pid: 4242,
             start_time: 987_654,
@@ -54,15 +62,17 @@ fn sample(id: &str) -> ContainerState {
 fn version(i: u64) -> ContainerState {
     let mut state = ContainerState::new(ID, format!("v{i}"), vec![format!("p{i}")]);
     let count = 500 + i % 500;
-    state.allowed = (0..count)
+    state.intent.allowed = (0..count)
         .map(|k| {
             format!("10.{}.{}.{}/32", i % 256, (k / 256) % 256, k % 256)
                 .parse()
                 .unwrap()
         })
         .collect();
-    state.allowed_domains = (0..count).map(|k| format!("d{k}.v{i}.example")).collect();
-    state.mode = if i.is_multiple_of(2) {
+    state.intent.allowed_domains = (0..count)
+        .map(|k| DomainPattern::parse(&format!("d{k}.v{i}.example")).unwrap())
+        .collect();
+    state.intent.mode = if i.is_multiple_of(2) {
         Mode::Up
     } else {
         Mode::Block
@@ -75,6 +85,14 @@ fn version_of(state: &ContainerState) -> u64 {
     let i: u64 = state.name.strip_prefix('v').unwrap().parse().unwrap();
     assert_eq!(*state, version(i), "state is not exactly version {i}");
     i
+}
+
+/// `state.json` as the store writes it for `state`.
+fn json_of(state: &ContainerState) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(state).unwrap();
+    fs::read_to_string(store.container_dir(&state.id).join(STATE_FILE)).unwrap()
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -92,9 +110,9 @@ fn round_trip() {
     assert_eq!(store.load(ID).unwrap(), Some(state.clone()));
 
     // Overwrite: the new state replaces the old one; stopping clears the process.
-    state.mode = Mode::Up;
+    state.intent.mode = Mode::Up;
     state.process = None;
-    state.denied.clear();
+    state.intent.denied.clear();
     store.save(&state).unwrap();
     assert_eq!(store.load(ID).unwrap(), Some(state.clone()));
 
@@ -159,7 +177,7 @@ fn leftover_temp_file_is_ignored_and_cleaned() {
     store.save(&state).unwrap();
     // A save by a daemon that died mid-write: half a file, never renamed. Pid 1 is never us.
     let cdir = store.container_dir(ID);
-    let full = serde_json::to_string(&version(7)).unwrap();
+    let full = json_of(&version(7));
     let temp = cdir.join(".state.json.tmp.1.0");
     fs::write(&temp, &full[..full.len() / 2]).unwrap();
 
@@ -194,7 +212,7 @@ fn corrupt_state_is_reported_and_others_load() {
     for state in &good {
         store.save(state).unwrap();
     }
-    let full = serde_json::to_string(&sample("bbbb")).unwrap();
+    let full = json_of(&sample("bbbb"));
     let corrupt: [(&str, &str); 5] = [
         ("bbbb", &full[..full.len() / 2]),        // truncated
         ("dddd", "\0\0\0\0garbage"),              // garbage
@@ -247,7 +265,7 @@ fn corrupt_state_is_reported_and_others_load() {
 fn unknown_fields_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let mut json = serde_json::to_value(sample(ID)).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&json_of(&sample(ID))).unwrap();
     json["surprise"] = serde_json::json!(1);
     fs::create_dir(store.container_dir(ID)).unwrap();
     fs::write(store.container_dir(ID).join(STATE_FILE), json.to_string()).unwrap();

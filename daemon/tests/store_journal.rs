@@ -19,7 +19,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use indexmap::IndexSet;
 use ipnet::IpNet;
+use shieldd::profiles::DomainPattern;
 use shieldd::store::{
     ContainerState, JOURNAL_FILE, JournalAction, JournalEntry, Store, StoreError,
 };
@@ -40,6 +42,14 @@ fn entry(seq: u64, action: JournalAction, targets: &[&str]) -> JournalEntry {
 
 fn net(text: &str) -> IpNet {
     text.parse().unwrap()
+}
+
+fn list(nets: &IndexSet<IpNet>) -> Vec<IpNet> {
+    nets.iter().copied().collect()
+}
+
+fn names(domains: &IndexSet<DomainPattern>) -> Vec<String> {
+    domains.iter().map(ToString::to_string).collect()
 }
 
 fn journal_of(store: &Store) -> std::path::PathBuf {
@@ -70,10 +80,10 @@ fn appended_changes_are_replayed_on_load() {
 
     let state = store.load(ID).unwrap().unwrap();
     assert_eq!(state.journal_seq, 2);
-    assert_eq!(state.allowed, [net("1.2.3.4/32")]);
-    assert_eq!(state.denied, [net("10.0.0.0/8")]);
-    assert_eq!(state.allowed_domains, ["example.com"]);
-    assert_eq!(state.denied_domains, ["evil.example"]);
+    assert_eq!(list(&state.intent.allowed), [net("1.2.3.4/32")]);
+    assert_eq!(list(&state.intent.denied), [net("10.0.0.0/8")]);
+    assert_eq!(names(&state.intent.allowed_domains), ["example.com"]);
+    assert_eq!(names(&state.intent.denied_domains), ["evil.example"]);
 
     // A save folds the journal in and empties it; the state reads the same.
     store.save(&state).unwrap();
@@ -112,14 +122,17 @@ fn a_taken_back_change_does_not_come_back() {
         .unwrap();
     store.take_back(ID, mark).unwrap();
     let state = store.load(ID).unwrap().unwrap();
-    assert_eq!(state.allowed, [net("1.1.1.1/32")]);
+    assert_eq!(list(&state.intent.allowed), [net("1.1.1.1/32")]);
     assert_eq!(state.journal_seq, 1);
     // The next change reuses the sequence number and is read as usual.
     store
         .append(ID, &entry(2, JournalAction::Allow, &["3.3.3.3"]))
         .unwrap();
     let state = store.load(ID).unwrap().unwrap();
-    assert_eq!(state.allowed, [net("1.1.1.1/32"), net("3.3.3.3/32")]);
+    assert_eq!(
+        list(&state.intent.allowed),
+        [net("1.1.1.1/32"), net("3.3.3.3/32")]
+    );
 }
 
 #[test]
@@ -140,7 +153,7 @@ fn a_torn_last_line_is_ignored_and_cut_before_the_next_append() {
         .unwrap();
     drop(journal);
     assert_eq!(
-        store.load(ID).unwrap().unwrap().allowed,
+        list(&store.load(ID).unwrap().unwrap().intent.allowed),
         [net("1.1.1.1/32")]
     );
 
@@ -148,7 +161,10 @@ fn a_torn_last_line_is_ignored_and_cut_before_the_next_append() {
         .append(ID, &entry(2, JournalAction::Allow, &["2.2.2.2"]))
         .unwrap();
     let state = store.load(ID).unwrap().unwrap();
-    assert_eq!(state.allowed, [net("1.1.1.1/32"), net("2.2.2.2/32")]);
+    assert_eq!(
+        list(&state.intent.allowed),
+        [net("1.1.1.1/32"), net("2.2.2.2/32")]
+    );
     assert_eq!(
         fs::read_to_string(journal_of(&store))
             .unwrap()
@@ -166,7 +182,7 @@ fn lines_the_state_already_includes_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let mut state = ContainerState::new(ID, "web", vec![]);
-    state.allowed = vec![net("1.1.1.1/32")];
+    state.intent.allowed = [net("1.1.1.1/32")].into_iter().collect();
     state.journal_seq = 2;
     store.save(&state).unwrap();
     fs::write(
@@ -177,8 +193,11 @@ fn lines_the_state_already_includes_are_skipped() {
     )
     .unwrap();
     let loaded = store.load(ID).unwrap().unwrap();
-    assert_eq!(loaded.allowed, [net("1.1.1.1/32"), net("3.3.3.3/32")]);
-    assert!(loaded.denied.is_empty(), "{loaded:?}");
+    assert_eq!(
+        list(&loaded.intent.allowed),
+        [net("1.1.1.1/32"), net("3.3.3.3/32")]
+    );
+    assert!(list(&loaded.intent.denied).is_empty(), "{loaded:?}");
     assert_eq!(loaded.journal_seq, 3);
 }
 
@@ -219,7 +238,10 @@ fn a_state_saved_before_journals_existed_gets_one() {
     store
         .append(ID, &entry(1, JournalAction::Deny, &["9.9.9.9"]))
         .unwrap();
-    assert_eq!(store.load(ID).unwrap().unwrap().denied, [net("9.9.9.9/32")]);
+    assert_eq!(
+        list(&store.load(ID).unwrap().unwrap().intent.denied),
+        [net("9.9.9.9/32")]
+    );
 }
 
 #[test]
@@ -272,7 +294,7 @@ fn crash_child_appends_until_killed() {
             .append(ID, &entry(seq, JournalAction::Allow, &[&target]))
             .unwrap();
         state.journal_seq = seq;
-        state.allowed.push(net(&format!("{target}/32")));
+        state.intent.allowed.insert(net(&format!("{target}/32")));
         if seq.is_multiple_of(23) {
             store.save(&state).unwrap();
         }
@@ -338,7 +360,8 @@ fn sigkill_mid_append_loses_no_acknowledged_change() {
             .map(|i| net(&format!("{}/32", address(i))))
             .collect();
         assert_eq!(
-            state.allowed, expected,
+            list(&state.intent.allowed),
+            expected,
             "after kill {kills}: not exactly the first {now} changes"
         );
         assert!(

@@ -116,13 +116,15 @@ fn allow_deny_undeny(owner: Owner) {
     assert_passes(&net, pub4, &format!("after allow {net4}"));
     assert_passes(&net, pub6, &format!("after allow {net6}"));
     let t = table(&net);
-    assert!(t.set("allow_v4").contains(&net4), "{:?}", t.set("allow_v4"));
-    assert!(t.set("allow_v6").contains(&net6), "{:?}", t.set("allow_v6"));
+    // Networks go to the interval sets, addresses to the hash sets.
+    for (set, cidr) in [("allow_nets_v4", &net4), ("allow_nets_v6", &net6)] {
+        assert!(t.set(set).contains(cidr), "{set}: {:?}", t.set(set));
+    }
     daemon.ctl(&["deny", &id, &net4, &net6]);
     assert_refused(&net, pub4, &format!("after deny {net4}"));
     assert_refused(&net, pub6, &format!("after deny {net6}"));
     let t = table(&net);
-    assert!(t.covers("deny_v4", pub4) && t.covers("deny_v6", pub6));
+    assert!(t.covers("deny_nets_v4", pub4) && t.covers("deny_nets_v6", pub6));
     daemon.ctl(&["allow", &id, &net4, &net6]);
     assert_passes(&net, pub4, &format!("after un-deny {net4}"));
     assert_passes(&net, pub6, &format!("after un-deny {net6}"));
@@ -139,7 +141,9 @@ fn allow_deny_undeny(owner: Owner) {
     assert_eq!(strings(&c, "allowed"), want, "{c}");
     assert!(strings(&c, "denied").is_empty(), "{c}");
     let t = table(&net);
-    assert!(t.set("deny_v4").is_empty() && t.set("deny_v6").is_empty());
+    for set in ["deny_v4", "deny_v6", "deny_nets_v4", "deny_nets_v6"] {
+        assert!(t.set(set).is_empty(), "{set}: {:?}", t.set(set));
+    }
     assert_eq!(state(&daemon, &id), "up");
     daemon.stop();
 }

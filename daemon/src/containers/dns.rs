@@ -59,7 +59,8 @@ pub fn name_policy(
         .chain(&intent.allowed_domains)
         .cloned()
         .collect();
-    NamePolicy::new(&allowed, &intent.denied_domains, intent.mode, unlisted)
+    let denied: Vec<DomainPattern> = intent.denied_domains.iter().cloned().collect();
+    NamePolicy::new(&allowed, &denied, intent.mode, unlisted)
 }
 
 /// `duration` rounded up to whole seconds (what the kernel holds exactly, whatever its HZ).

@@ -23,13 +23,13 @@ use crate::dns::names::{NamePolicy, Reason, Unlisted};
 use crate::dns::proxy::{Proxy, ProxyHandle, ProxySettings};
 use crate::dns::servers::UpstreamServers;
 use crate::dns::upstream::Forwarder;
-use crate::intent::{Intent, Target};
+use crate::intent::{Applied, Direction, Intent, Target};
 use crate::learnt::LearntAddrs;
 use crate::netns::HelperPool;
 use crate::profiles::{DomainPattern, ProfileEntries, ProfileError, ProfileStore};
 use crate::resolve::{HostResolver, Learnt};
 use crate::ruleset::{
-    self, ElementChanges, Family, IpRange, Mode, Set, SetElement, SetKind, Table,
+    self, ElementChanges, Family, IpRange, Mode, ProfileIndex, Set, SetElement, SetKind, Table,
 };
 use crate::store::{ContainerState, JournalAction, JournalEntry, JournalMark, Store, StoreError};
 
@@ -107,8 +107,18 @@ pub struct Container {
     pub state: Option<ContainerState>,
     /// The composed profile entries the ruleset was built from.
     pub profile: ProfileEntries,
+    /// The profile's addresses and networks, indexed for live changes.
+    pub profile_index: ProfileIndex,
     /// Present while the container runs.
     pub running: Option<Running>,
+}
+
+impl Container {
+    /// Records the profile the container's ruleset is built from.
+    fn set_profile(&mut self, profile: ProfileEntries) {
+        self.profile_index = ProfileIndex::new(&profile.nets);
+        self.profile = profile;
+    }
 }
 
 /// A running container's kernel side.
@@ -120,8 +130,6 @@ pub struct Running {
     pub attached_at: SystemTime,
     /// Sockets inside the container's network namespace.
     pub attachment: Arc<Attachment>,
-    /// The table the kernel holds, as built (dns sets empty: see `learnt`).
-    pub table: Table,
     /// Addresses learnt from DNS, in the dns sets.
     pub learnt: LearntAddrs,
     /// The names the container may resolve, as its DNS proxy reads them.
@@ -171,6 +179,13 @@ impl Change {
             Self::Deny => JournalAction::Deny,
         }
     }
+
+    fn direction(self) -> Direction {
+        match self {
+            Self::Allow => Direction::Allow,
+            Self::Deny => Direction::Deny,
+        }
+    }
 }
 
 /// A snapshot of one container, for answers.
@@ -182,6 +197,9 @@ pub struct Snapshot {
     pub domains: Vec<DomainPattern>,
     /// Number of entries in the allow sets' policy.
     pub allowed_addresses: usize,
+    /// Whether the state's lists of live allows and denies were left out (answers to a
+    /// change); its mode and everything else are there.
+    pub lists_omitted: bool,
     /// `(pid, attached_at)` while running.
     pub running: Option<(u32, SystemTime)>,
 }
@@ -379,8 +397,11 @@ impl Containers {
         let mut state = stored.unwrap_or_else(|| ContainerState::new(id, name, profiles.clone()));
         state.name = name.to_owned();
         state.profiles = profiles;
-        let intent = intent_of(&state)?;
-        let table = ruleset::build(&intent.policy(&profile.nets, &self.config.loopback_ports));
+        let table = ruleset::build(
+            &state
+                .intent
+                .policy(&profile.nets, &self.config.loopback_ports),
+        );
 
         // A createRuntime without poststop (the runtime crashed) leaves old sockets: release.
         release(container.running.take());
@@ -395,12 +416,13 @@ impl Containers {
         // record (an fsync, 1-2 ms on this kind of disk) is written while the kernel works.
         let saving = self.save_meanwhile(&state);
         let helpers = Arc::clone(&self.helpers);
-        let mode = intent.mode;
-        let to_apply = table.clone();
-        let attached = blocking(move || attach::attach(&helpers, &namespace, &to_apply, mode))
+        let mode = state.intent.mode;
+        let attached = blocking(move || attach::attach(&helpers, &namespace, &table, mode))
             .await
             .and_then(|attached| attached.map_err(kernel_error))
-            .and_then(|attachment| self.start_dns(entry, id, name, &profile, &intent, attachment));
+            .and_then(|attachment| {
+                self.start_dns(entry, id, name, &profile, &state.intent, attachment)
+            });
         let kernel_done = Instant::now();
         let saved = saving.await;
         // On any failure the start is refused. A table that made it into the kernel stays,
@@ -424,7 +446,7 @@ impl Containers {
         let detail = format!(
             "pid {pid}, profiles {}, mode {}{}",
             state.profiles.join(":"),
-            mode_name(state.mode),
+            mode_name(state.intent.mode),
             if restarted {
                 ", restarted with its stored policy"
             } else {
@@ -441,12 +463,11 @@ impl Containers {
             "attach timings"
         );
         container.state = Some(state);
-        container.profile = profile;
+        container.set_profile(profile);
         container.running = Some(Running {
             pid,
             attached_at: SystemTime::now(),
             attachment,
-            table,
             learnt: LearntAddrs::default(),
             names,
             dns,
@@ -610,6 +631,11 @@ impl Containers {
     }
 
     /// Allows or denies `targets` on one container, as one atomic change.
+    ///
+    /// What it costs follows the size of the change, not of the container's lists: the intent
+    /// is changed in place (and changed back on failure), the kernel is told only the touched
+    /// elements, the change is journalled rather than the state rewritten, and the answer
+    /// carries the container without its lists.
     pub async fn change(
         &self,
         query: &str,
@@ -617,66 +643,77 @@ impl Containers {
         change: Change,
     ) -> Result<(Snapshot, Vec<TargetOutcome>), ContainerError> {
         let (id, container) = self.find(query)?;
-        let mut container = container.lock_owned().await;
-        let Some(state) = container.state.clone() else {
+        let mut guard = container.lock_owned().await;
+        if guard.state.is_none() {
             return Err(LookupError::NotFound(query.to_owned()).into());
+        }
+        let allows_domain = change == Change::Allow
+            && targets
+                .iter()
+                .any(|target| matches!(target, Target::Domain(_)));
+        // Resolved before anything changes: this waits on the network.
+        let resolved = if allows_domain {
+            self.resolve_allowed_domains(&id, &targets).await
+        } else {
+            vec![Vec::new(); targets.len()]
         };
-        let mut intent = intent_of(&state)?;
-        let changed = match change {
-            Change::Allow => intent.allow_all(&targets),
-            Change::Deny => intent.deny_all(&targets),
+
+        let container = &mut *guard;
+        let Some(state) = container.state.as_mut() else {
+            return Err(ContainerError::Internal("changed without state".into()));
         };
-        let mut outcomes: Vec<TargetOutcome> = targets
-            .into_iter()
-            .zip(changed)
-            .map(|(target, changed)| TargetOutcome {
-                target,
-                changed,
-                resolved: Vec::new(),
+        let applied = state.intent.apply(change.direction(), &targets);
+        let outcomes: Vec<TargetOutcome> = applied
+            .moves
+            .iter()
+            .zip(resolved)
+            .map(|(moved, resolved)| TargetOutcome {
+                target: moved.target.clone(),
+                changed: moved.changed(),
+                resolved,
             })
             .collect();
-        let allows_domain = change == Change::Allow
-            && outcomes
-                .iter()
-                .any(|outcome| matches!(outcome.target, Target::Domain(_)));
-        if !allows_domain && outcomes.iter().all(|outcome| !outcome.changed) {
+        if !allows_domain && !applied.changed_anything() {
             // Every target is already as asked: nothing to apply, nothing to save. (A domain
             // allow still goes on: resolving again refreshes its addresses.)
-            let snapshot = snapshot(&container)
-                .ok_or_else(|| ContainerError::Internal("changed without state".into()))?;
-            return Ok((snapshot, outcomes));
-        }
-        if allows_domain {
-            self.resolve_allowed_domains(&id, &mut outcomes).await;
+            return Ok((brief_snapshot(container)?, outcomes));
         }
 
-        let mut new_state = state.clone();
-        new_state.set_intent(&intent);
-        let profile = container.profile.clone();
         // The change is answered once it is both in the kernel and on disk. The two do not
         // depend on each other, so the change is journalled (an fdatasync) while the kernel
         // works, and each is taken back if the other fails. A domain allow that changed nothing
         // still refreshes the kernel, but has nothing to record.
         let started = Instant::now();
-        let journalling = outcomes.iter().any(|outcome| outcome.changed).then(|| {
-            new_state.journal_seq += 1;
+        let seq = state.journal_seq + 1;
+        let journalling = applied.changed_anything().then(|| {
             self.journal_meanwhile(
                 &id,
                 JournalEntry {
-                    seq: new_state.journal_seq,
+                    seq,
                     action: change.journalled(),
-                    targets: outcomes
+                    targets: applied
+                        .moves
                         .iter()
-                        .filter(|outcome| outcome.changed)
-                        .map(|outcome| outcome.target.to_string())
+                        .filter(|moved| moved.changed())
+                        .map(|moved| moved.target.to_string())
                         .collect(),
                 },
             )
         });
-        let applied = match container.running.as_mut() {
-            Some(running) => {
-                Some(apply_change(&id, running, &intent, &profile, &outcomes, &self.config).await)
-            }
+        let kernel = match container.running.as_mut() {
+            Some(running) => Some(
+                apply_change(
+                    &id,
+                    running,
+                    &container.profile,
+                    &container.profile_index,
+                    &state.intent,
+                    &applied,
+                    &outcomes,
+                    self.unlisted(),
+                )
+                .await,
+            ),
             None => None,
         };
         let kernel_done = started.elapsed();
@@ -690,22 +727,30 @@ impl Containers {
             kernel_and_journal_micros = micros(started.elapsed()),
             "change stages"
         );
-        let mark = match (applied, journalled) {
+        let mark = match (kernel, journalled) {
             (None | Some(Ok(_)), Ok(mark)) => mark,
             (Some(Err(err)), journalled) => {
+                state.intent.undo(&applied);
                 if let Ok(Some(mark)) = journalled {
                     self.take_back(&id, mark).await;
                 }
                 return Err(err);
             }
             (Some(Ok(undo)), Err(err)) => {
+                state.intent.undo(&applied);
                 if let Some(running) = container.running.as_mut() {
                     undo_change(&id, running, undo).await;
                 }
                 return Err(err);
             }
-            (None, Err(err)) => return Err(err),
+            (None, Err(err)) => {
+                state.intent.undo(&applied);
+                return Err(err);
+            }
         };
+        if mark.is_some() {
+            state.journal_seq = seq;
+        }
         for outcome in outcomes.iter().filter(|outcome| outcome.changed) {
             let detail = match outcome.resolved.as_slice() {
                 [] => outcome.target.kind().to_owned(),
@@ -719,18 +764,11 @@ impl Containers {
                         .join(", ")
                 ),
             };
-            self.record(
-                &new_state,
-                change.action(),
-                &outcome.target.to_string(),
-                &detail,
-            );
+            self.record(state, change.action(), &outcome.target.to_string(), &detail);
         }
-        container.state = Some(new_state.clone());
-        let snapshot = snapshot(&container)
-            .ok_or_else(|| ContainerError::Internal("changed without state".into()))?;
+        let snapshot = brief_snapshot(container)?;
         if mark.is_some_and(|mark| mark.compaction_due) {
-            self.compact_after(container, new_state);
+            self.compact_after(guard);
         }
         Ok((snapshot, outcomes))
     }
@@ -738,39 +776,44 @@ impl Containers {
     /// Folds the journal into the state file once the change has been answered. The
     /// container's lock is held until it is written: the next change waits for the fold
     /// instead of racing it.
-    fn compact_after(&self, held: OwnedMutexGuard<Container>, state: ContainerState) {
+    fn compact_after(&self, held: OwnedMutexGuard<Container>) {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            let _held = held;
+            let Some(state) = &held.state else {
+                return;
+            };
             // Nothing is lost if this fails: the journal keeps every change, and the next
             // change tries again.
-            if let Err(err) = store.save(&state) {
+            if let Err(err) = store.save(state) {
                 tracing::warn!(container = %state.id, error = %err, "cannot fold the change journal into the state file");
             }
         });
     }
 
     /// Resolves every domain the change allows (on the host's resolver) so that a name the
-    /// container has already resolved works at once. A failure is logged, not fatal: the allow
-    /// itself stands and the DNS proxy lets the addresses through on the next query.
-    async fn resolve_allowed_domains(&self, id: &str, outcomes: &mut [TargetOutcome]) {
+    /// container has already resolved works at once; the addresses of each target, in order
+    /// (none for an address, a `*.` pattern or a failure). A failure is logged, not fatal: the
+    /// allow itself stands and the DNS proxy lets the addresses through on the next query.
+    async fn resolve_allowed_domains(&self, id: &str, targets: &[Target]) -> Vec<Vec<Learnt>> {
+        let mut resolved = vec![Vec::new(); targets.len()];
         let Some(resolver) = &self.resolver else {
-            return;
+            return resolved;
         };
-        for outcome in outcomes.iter_mut() {
-            let Target::Domain(domain) = &outcome.target else {
+        for (target, addresses) in targets.iter().zip(&mut resolved) {
+            let Target::Domain(domain) = target else {
                 continue;
             };
             if domain.as_str().starts_with("*.") {
                 continue;
             }
             match resolver.resolve(domain.as_str()).await {
-                Ok(learnt) => outcome.resolved = learnt,
+                Ok(learnt) => *addresses = learnt,
                 Err(err) => {
                     tracing::warn!(container = %id, domain = %domain, error = %err, "cannot resolve an allowed domain now");
                 }
             }
         }
+        resolved
     }
 
     /// Switches a container's mode: one full, verified table replacement while it runs.
@@ -784,30 +827,31 @@ impl Containers {
         let Some(state) = container.state.clone() else {
             return Err(LookupError::NotFound(query.to_owned()).into());
         };
-        let previous = state.mode;
-        let mut intent = intent_of(&state)?;
-        intent.mode = mode;
+        let previous = state.intent.mode;
         let mut new_state = state.clone();
-        new_state.mode = mode;
+        new_state.intent.mode = mode;
         let profile = container.profile.clone();
-        let names = Arc::new(name_policy(&profile.domains, &intent, self.unlisted()));
-        let old_table = match container.running.as_mut() {
+        let build = |intent: &Intent| {
+            ruleset::build(&intent.policy(&profile.nets, &self.config.loopback_ports))
+        };
+        let names = Arc::new(name_policy(
+            &profile.domains,
+            &new_state.intent,
+            self.unlisted(),
+        ));
+        let old_names = match container.running.as_mut() {
             Some(running) => {
-                let table =
-                    ruleset::build(&intent.policy(&profile.nets, &self.config.loopback_ports));
-                let old = replace_table(&id, running, table, mode).await?;
+                replace_table(&id, running, build(&new_state.intent), mode).await?;
                 let old_names = running.names.current();
                 running.names.replace(names);
-                Some((old, old_names, previous))
+                Some(old_names)
             }
             None => None,
         };
         if let Err(err) = self.save_meanwhile(&new_state).await {
-            if let (Some(running), Some((old, old_names, previous))) =
-                (container.running.as_mut(), old_table)
-            {
-                match replace_table(&id, running, old, previous).await {
-                    Ok(_) => running.names.replace(old_names),
+            if let (Some(running), Some(old_names)) = (container.running.as_mut(), old_names) {
+                match replace_table(&id, running, build(&state.intent), previous).await {
+                    Ok(()) => running.names.replace(old_names),
                     Err(err) => {
                         tracing::error!(container = %id, error = %err, "cannot undo a mode change");
                     }
@@ -894,14 +938,16 @@ impl Containers {
         };
         let Some(identity) = state.process else {
             container.state = Some(state);
-            container.profile = profile;
+            container.set_profile(profile);
             return Ok(());
         };
-        let intent = intent_of(&state)?;
-        let table = ruleset::build(&intent.policy(&profile.nets, &self.config.loopback_ports));
+        let expected = ruleset::build(
+            &state
+                .intent
+                .policy(&profile.nets, &self.config.loopback_ports),
+        );
         let helpers = Arc::clone(&self.helpers);
-        let expected = table.clone();
-        let mode = intent.mode;
+        let mode = state.intent.mode;
         let outcome =
             blocking(move || attach::reattach(&helpers, identity, &expected, mode)).await?;
         match outcome {
@@ -924,7 +970,7 @@ impl Containers {
                     &state.id,
                     &state.name,
                     &profile,
-                    &intent,
+                    &state.intent,
                     attachment,
                 ) {
                     Ok(started) => started,
@@ -932,7 +978,7 @@ impl Containers {
                         // The kernel keeps enforcing the verified table; without a proxy the
                         // container's names do not resolve, which fails closed.
                         container.state = Some(state);
-                        container.profile = profile;
+                        container.set_profile(profile);
                         return Err(err);
                     }
                 };
@@ -942,7 +988,6 @@ impl Containers {
                     pid: identity.pid,
                     attached_at: SystemTime::now(),
                     attachment,
-                    table,
                     learnt,
                     names,
                     dns,
@@ -958,7 +1003,7 @@ impl Containers {
             }
             Err(source) => {
                 container.state = Some(state.clone());
-                container.profile = profile;
+                container.set_profile(profile);
                 return Err(ContainerError::Kernel {
                     id: state.id,
                     source,
@@ -966,7 +1011,7 @@ impl Containers {
             }
         }
         container.state = Some(state);
-        container.profile = profile;
+        container.set_profile(profile);
         Ok(())
     }
 }
@@ -975,24 +1020,29 @@ impl Containers {
 #[derive(Debug)]
 struct Undo {
     changes: ElementChanges,
-    table: Table,
     learnt: LearntAddrs,
     names: Arc<NamePolicy>,
 }
 
-/// Applies the kernel side of an allow/deny to a running container: interval-set differences
-/// plus the dns elements the change adds or withdraws, in one verified batch; then puts the new
-/// name policy in force for the container's DNS proxy.
+/// Applies the kernel side of an allow/deny to a running container, whose `intent` already
+/// holds the change: the touched elements of the address and network sets plus the dns
+/// elements the change adds or withdraws, in one verified batch; then puts the new name policy
+/// in force for the container's DNS proxy.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the parts of the container a change reads, borrowed apart from the one it writes"
+)]
 async fn apply_change(
     id: &str,
     running: &mut Running,
-    intent: &Intent,
     profile: &ProfileEntries,
+    profile_index: &ProfileIndex,
+    intent: &Intent,
+    applied: &Applied,
     outcomes: &[TargetOutcome],
-    config: &Config,
+    unlisted: Unlisted,
 ) -> Result<Undo, ContainerError> {
-    let new_table = ruleset::build(&intent.policy(&profile.nets, &config.loopback_ports));
-    let names = Arc::new(name_policy(&profile.domains, intent, config.dns.unlisted));
+    let names = Arc::new(name_policy(&profile.domains, intent, unlisted));
     let now = Instant::now();
     let mut learnt = running.learnt.clone();
     let mut dns_adds = Vec::new();
@@ -1014,11 +1064,12 @@ async fn apply_change(
         .into_iter()
         .map(|addr| (addr, None))
         .collect();
-    let Some(mut changes) = ruleset::element_changes(&running.table, &new_table) else {
-        return Err(ContainerError::Internal(
-            "a live change altered the table's structure".into(),
-        ));
-    };
+    let mut changes = ruleset::live_changes(
+        profile_index,
+        &intent.allowed,
+        &intent.denied,
+        &applied.net_moves(),
+    );
     changes.adds.extend(dns_sets(&dns_adds));
     changes.removes.extend(dns_sets(&dns_removes));
     let inverse = ElementChanges {
@@ -1035,7 +1086,6 @@ async fn apply_change(
         })?;
     let undo = Undo {
         changes: inverse,
-        table: std::mem::replace(&mut running.table, new_table),
         learnt: std::mem::replace(&mut running.learnt, learnt),
         names: running.names.current(),
     };
@@ -1043,14 +1093,13 @@ async fn apply_change(
     Ok(undo)
 }
 
-/// Puts the kernel back after a change whose state could not be saved.
+/// Puts the kernel back after a change whose record could not be written.
 async fn undo_change(id: &str, running: &mut Running, undo: Undo) {
     let attachment = Arc::clone(&running.attachment);
     let changes = undo.changes;
     let outcome = blocking(move || attach::apply_changes_verified(&attachment, &changes)).await;
     match outcome {
         Ok(Ok(())) => {
-            running.table = undo.table;
             running.learnt = undo.learnt;
             running.names.replace(undo.names);
         }
@@ -1062,16 +1111,16 @@ async fn undo_change(id: &str, running: &mut Running, undo: Undo) {
 }
 
 /// Replaces a running container's whole table (mode changes), carrying the learnt dns
-/// addresses over with the time they have left. Returns the previous table.
+/// addresses over with the time they have left.
 async fn replace_table(
     id: &str,
     running: &mut Running,
     table: Table,
     mode: Mode,
-) -> Result<Table, ContainerError> {
+) -> Result<(), ContainerError> {
     let now = Instant::now();
     running.learnt.prune(now);
-    let mut with_dns = table.clone();
+    let mut with_dns = table;
     let remaining: Vec<_> = running
         .learnt
         .remaining(now)
@@ -1089,8 +1138,7 @@ async fn replace_table(
         .map_err(|source| ContainerError::Kernel {
             id: id.to_owned(),
             source,
-        })?;
-    Ok(std::mem::replace(&mut running.table, table))
+        })
 }
 
 /// The dns sets holding `elements` (`(address, timeout)`), one set per family that has any.
@@ -1164,28 +1212,47 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn snapshot(container: &Container) -> Option<Snapshot> {
-    let state = container.state.clone()?;
-    let allowed_addresses = container.profile.nets.len() + state.allowed.len();
-    Some(Snapshot {
+    let state = container.state.as_ref()?;
+    Some(snapshot_of(container, state.clone()))
+}
+
+/// The container as [`snapshot`] gives it, without its lists of live allows and denies (which
+/// [`Snapshot::lists_omitted`] says): what the answer to a change carries, at a cost that does
+/// not grow with them.
+fn brief_snapshot(container: &Container) -> Result<Snapshot, ContainerError> {
+    let state = container
+        .state
+        .as_ref()
+        .ok_or_else(|| ContainerError::Internal("changed without state".into()))?;
+    let brief = ContainerState {
+        version: state.version,
+        id: state.id.clone(),
+        name: state.name.clone(),
+        profiles: state.profiles.clone(),
+        intent: Intent {
+            mode: state.intent.mode,
+            ..Intent::default()
+        },
+        process: state.process,
+        journal_seq: state.journal_seq,
+    };
+    let mut snapshot = snapshot_of(container, brief);
+    snapshot.allowed_addresses = container.profile.nets.len() + state.intent.allowed.len();
+    snapshot.lists_omitted = true;
+    Ok(snapshot)
+}
+
+fn snapshot_of(container: &Container, state: ContainerState) -> Snapshot {
+    Snapshot {
         running: container
             .running
             .as_ref()
             .map(|running| (running.pid, running.attached_at)),
         domains: container.profile.domains.clone(),
-        allowed_addresses,
+        allowed_addresses: container.profile.nets.len() + state.intent.allowed.len(),
+        lists_omitted: false,
         state,
-    })
-}
-
-/// The intent recorded in a container's state.
-fn intent_of(state: &ContainerState) -> Result<Intent, ContainerError> {
-    state.intent().map_err(|source| match source {
-        StoreError::StoredDomain { id, domain } => ContainerError::StoredDomain { id, domain },
-        source => ContainerError::Store {
-            id: state.id.clone(),
-            source,
-        },
-    })
+    }
 }
 
 /// The mode as the CLI spells it in `state`.

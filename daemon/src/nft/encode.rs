@@ -98,7 +98,10 @@ pub fn element_elems(set: &Set, element: &SetElement) -> Result<Vec<KElem>, NftE
     match set.kind {
         SetKind::Hash => {
             if start != end {
-                return Err(NftError::encode(what(), "a hash set holds single addresses"));
+                return Err(NftError::encode(
+                    what(),
+                    "a hash set holds single addresses",
+                ));
             }
             if element.timeout.is_some() {
                 return Err(NftError::encode(what(), "hash set elements never expire"));

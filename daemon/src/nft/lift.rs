@@ -150,7 +150,9 @@ pub fn lift_set(k: &KSet, elems: &[KElem]) -> Result<Set, NftError> {
 
 fn lift_hash_elems(keyed: &[(IpAddr, &KElem)]) -> Result<Vec<SetElement>, String> {
     if let Some((addr, _)) = keyed.iter().find(|(_, e)| e.timeout_ms.is_some()) {
-        return Err(format!("element {addr} with a timeout in a set without timeouts"));
+        return Err(format!(
+            "element {addr} with a timeout in a set without timeouts"
+        ));
     }
     lift_timeout_elems(keyed)
 }

@@ -482,7 +482,10 @@ pub fn is_address(net: &IpNet) -> bool {
 
 /// The networks (wider than one address) among `nets`.
 pub fn networks(nets: &[IpNet]) -> Vec<IpNet> {
-    nets.iter().filter(|net| !is_address(net)).copied().collect()
+    nets.iter()
+        .filter(|net| !is_address(net))
+        .copied()
+        .collect()
 }
 
 /// The addresses `net` covers, from its network address to its last address.

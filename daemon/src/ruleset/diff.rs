@@ -98,7 +98,10 @@ fn order(a: &SetElement, b: &SetElement) -> Ordering {
 ///
 /// One merge pass, linear in the two lengths. Lists the builder made are sorted already; should
 /// one not be, it is sorted first, so the result is right either way.
-fn difference(old: &[SetElement], new: &[SetElement]) -> (Vec<SetElement>, Vec<SetElement>) {
+pub(super) fn difference(
+    old: &[SetElement],
+    new: &[SetElement],
+) -> (Vec<SetElement>, Vec<SetElement>) {
     let sorted = |list: &[SetElement]| {
         let mut list = list.to_vec();
         if !list.is_sorted_by(|a, b| order(a, b) != Ordering::Greater) {

@@ -12,9 +12,9 @@
 use std::fmt;
 
 use super::build::{
-    ACCEPT_SETS, DENY_NETS_V4, DENY_NETS_V6, DENY_V4, DENY_V6, HOST_LOOPBACK, INPUT_CHAIN, LOOPBACK,
-    Mode, OUTPUT_CHAIN, PREFIX_BLOCKED, PRIVATE_V4_SET, PRIVATE_V6_SET, SET_SPECS, addr_bits,
-    family_of, merge_ranges, net_range, private_nets,
+    ACCEPT_SETS, DENY_NETS_V4, DENY_NETS_V6, DENY_V4, DENY_V6, HOST_LOOPBACK, INPUT_CHAIN,
+    LOOPBACK, Mode, OUTPUT_CHAIN, PREFIX_BLOCKED, PRIVATE_V4_SET, PRIVATE_V6_SET, SET_SPECS,
+    addr_bits, family_of, merge_ranges, net_range, private_nets,
 };
 use super::ir::{
     Chain, ChainPolicy, CtStates, Family, Hook, Icmpv6Type, IpRange, L4Proto, LOG_GROUP, Match,

@@ -6,12 +6,14 @@
 //! on what the kernel holds after an apply.
 
 pub mod build;
+pub mod delta;
 pub mod diff;
 pub mod invariants;
 pub mod ir;
 pub mod render;
 
 pub use build::{Mode, Policy, build};
+pub use delta::{NetMoves, ProfileIndex, live_changes};
 pub use diff::{ElementChanges, element_changes};
 pub use ir::*;
 pub use render::render;
