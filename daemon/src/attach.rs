@@ -271,13 +271,50 @@ fn first_difference(expected: &str, found: &str) -> (String, String) {
             (Some(e), Some(f)) if e == f => continue,
             (None, None) => return ("(same text)".to_owned(), "(different structure)".to_owned()),
             (e, f) => {
-                return (
-                    e.unwrap_or("(end of table)").to_owned(),
-                    f.unwrap_or("(end of table)").to_owned(),
-                );
+                let (e, f) = (e.unwrap_or("(end of table)"), f.unwrap_or("(end of table)"));
+                return excerpts(e, f);
             }
         }
     }
+}
+
+/// Most characters of a line that [`first_difference`] quotes: a set's elements are one line,
+/// and an error message carries it to a client (an h2 header: kilobytes, not megabytes).
+const QUOTE_LIMIT: usize = 160;
+
+/// The two differing lines, or, when long, the stretch of each around where they first differ.
+fn excerpts(expected: &str, found: &str) -> (String, String) {
+    if expected.len() <= QUOTE_LIMIT && found.len() <= QUOTE_LIMIT {
+        return (expected.to_owned(), found.to_owned());
+    }
+    let same = expected
+        .char_indices()
+        .zip(found.chars())
+        .find(|((_, e), f)| e != f)
+        .map_or(expected.len().min(found.len()), |((at, _), _)| at);
+    let excerpt = |line: &str| {
+        let start = floor_char_boundary(line, same.saturating_sub(QUOTE_LIMIT / 4));
+        let end = floor_char_boundary(line, start.saturating_add(QUOTE_LIMIT));
+        let mut text = String::new();
+        if start > 0 {
+            text.push('…');
+        }
+        text.push_str(line.get(start..end).unwrap_or_default());
+        if end < line.len() {
+            text.push('…');
+        }
+        text
+    };
+    (excerpt(expected), excerpt(found))
+}
+
+/// The largest char boundary of `text` at or before `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 #[cfg(test)]
@@ -332,5 +369,18 @@ mod tests {
             first_difference("a", "a\nb"),
             ("(end of table)".to_owned(), "b".to_owned())
         );
+    }
+
+    #[test]
+    fn a_long_difference_is_quoted_around_where_it_starts() {
+        let expected: String = (0..10_000).map(|i| format!("10.0.{i}, ")).collect();
+        let found = expected.replace("10.0.5000,", "10.0.5000, 10.0.5000,");
+        let (e, f) = first_difference(&expected, &found);
+        for quoted in [&e, &f] {
+            assert!(quoted.chars().count() <= QUOTE_LIMIT + 2, "{quoted}");
+            assert!(quoted.starts_with('…') && quoted.ends_with('…'), "{quoted}");
+            assert!(quoted.contains("10.0.5000"), "{quoted}");
+        }
+        assert_ne!(e, f);
     }
 }

@@ -593,3 +593,31 @@ fn removing_an_expired_dns_element_succeeds_but_a_missing_allow_fails() {
     let err = nft::apply_element_changes(sock.as_fd(), &[], &[missing_allow]).unwrap_err();
     assert!(matches!(err, NftError::Refused { errno: 2, .. }), "{err:?}");
 }
+
+/// A hash set loaded with 100 000 addresses is still being resized by the kernel when the
+/// apply returns; a dump taken then walks it in a changing order and lists some elements twice
+/// and others not at all. The read-back must see through that (and retry), not report a
+/// mismatch that would refuse the container's start.
+#[test]
+fn a_large_hash_set_reads_back_whole_right_after_it_is_loaded() {
+    for round in 0..3 {
+        let ns = Netns::new();
+        let sock = ns.socket();
+        let table = build(&Policy {
+            allow: bulk_addresses(100_000),
+            ..Policy::default()
+        });
+        nft::apply(sock.as_fd(), &table).unwrap();
+        let kernel = nft::read_table(sock.as_fd()).unwrap().unwrap();
+        let (want, have) = (table.set(ALLOW_V4).unwrap(), kernel.set(ALLOW_V4).unwrap());
+        assert_eq!(
+            have.elements.len(),
+            want.elements.len(),
+            "round {round}: elements read back"
+        );
+        assert!(
+            have == want,
+            "round {round}: allow_v4 differs from what was applied"
+        );
+    }
+}

@@ -6,17 +6,29 @@
 //! ruleset generation: if it differs between replies, or the kernel flags a dump as
 //! interrupted, or a set vanished mid-read, the table changed while we read it and the whole
 //! read is repeated, so the result is always one consistent generation.
+//!
+//! A set's elements come in several replies, each of which walks the set again and skips what
+//! the earlier ones gave. A hash set that the kernel resizes in between (it grows its table in
+//! the background after a large insert, with no new generation and no interrupted flag) is
+//! walked in a new order, so the replies repeat some elements and leave out others. An element
+//! listed twice gives such a torn dump away; it is read again, after a pause that lets the
+//! resize end.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use super::error::NftError;
 use super::ffi::{self, DumpKind};
-use super::kernel::{KElem, KSet, KTable};
+use super::kernel::{ELEM_F_INTERVAL_END, KElem, KSet, KTable};
 use super::socket::Link;
 use crate::ruleset::ir::TABLE_NAME;
 
 /// How many times a read is repeated while the table keeps changing under it.
 const ATTEMPTS: u32 = 5;
+
+/// Pause before the second attempt of a read, doubled before each later one.
+const FIRST_PAUSE: Duration = Duration::from_millis(2);
 
 /// `ENOENT`: an object named in a dump request no longer exists.
 const ENOENT: i32 = 2;
@@ -31,7 +43,8 @@ pub fn next_seq() -> u32 {
 
 /// Reads the table as one consistent generation; `Ok(None)` if it does not exist.
 pub fn read(link: &mut Link<'_>) -> Result<Option<KTable>, NftError> {
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        pause_before(attempt);
         match read_once(link) {
             Ok(Some(table)) => return Ok(table),
             Ok(None) => {}
@@ -42,11 +55,20 @@ pub fn read(link: &mut Link<'_>) -> Result<Option<KTable>, NftError> {
     Err(NftError::Unstable(ATTEMPTS))
 }
 
+/// Waits before attempt `attempt` of a read (not before the first).
+fn pause_before(attempt: u32) {
+    if attempt > 0 {
+        std::thread::sleep(FIRST_PAUSE.saturating_mul(1 << (attempt - 1)));
+    }
+}
+
 /// What one dump pass saw, across all its requests.
 #[derive(Default)]
 struct Pass {
     generations: Vec<u16>,
     interrupted: bool,
+    /// A set's elements were listed with repeats: the set was resized during its dump.
+    torn: bool,
 }
 
 impl Pass {
@@ -68,7 +90,17 @@ impl Pass {
     }
 
     fn consistent(&self) -> bool {
-        !self.interrupted && self.generations.windows(2).all(|w| w.first() == w.get(1))
+        !self.interrupted
+            && !self.torn
+            && self.generations.windows(2).all(|w| w.first() == w.get(1))
+    }
+
+    /// Notes a torn dump if `elems` (one set's) list a slot twice.
+    fn check_elements(&mut self, elems: &[KElem]) {
+        let mut seen = HashSet::with_capacity(elems.len());
+        self.torn |= !elems
+            .iter()
+            .all(|elem| seen.insert((elem.key.as_slice(), elem.flags & ELEM_F_INTERVAL_END)));
     }
 }
 
@@ -105,6 +137,7 @@ fn read_once(link: &mut Link<'_>) -> Result<Option<Option<KTable>>, NftError> {
             }
             Ok(())
         })?;
+        pass.check_elements(&elems);
         with_elems.push((set, elems));
     }
 
@@ -147,7 +180,8 @@ pub type KSets = Vec<(KSet, Vec<KElem>)>;
 /// Cheaper than [`read`] when only some sets matter (no chains, no rules, no other set's
 /// elements), though still linear in the size of the sets asked for.
 pub fn read_sets(link: &mut Link<'_>, names: &[&str]) -> Result<KSets, NftError> {
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        pause_before(attempt);
         match read_sets_once(link, names) {
             Ok(Some(sets)) => return Ok(sets),
             Ok(None) => {}
@@ -195,6 +229,7 @@ fn read_sets_once(link: &mut Link<'_>, names: &[&str]) -> Result<Option<KSets>, 
             }
             Ok(())
         })?;
+        pass.check_elements(&elems);
         out.push((set, elems));
     }
     Ok(pass.consistent().then_some(out))
