@@ -11,7 +11,7 @@
 //! Containers, each in a fresh network namespace made by the benchmark (`unshare --net sleep`):
 //! - A, attached through `shield-hook createRuntime` with a one-address profile: takes the
 //!   `shieldctl` and API changes; later the bulk load of `--bulk` addresses through the API
-//!   (`Allow` calls of 1024 targets), so its large set is live intent (in its state file);
+//!   (`Allow` calls of 1024 targets), so its large set is live intent (in its state file and change journal);
 //! - B, unknown to the daemon, holding the table `shieldctl preview` renders for the same profile
 //!   (loaded with `nft -f`): takes the baseline's changes, and the same bulk with one `nft -f`;
 //! - C (large-set part only), attached with a profile of the same `--bulk` addresses: a large
@@ -22,8 +22,8 @@
 //! at least). A round is one change by each method, the order rotated every round. Every change
 //! adds a new address (`198.18.0.0/15`, every second address, so the daemon never merges two
 //! into one range); no packet is ever sent. A fourth, diagnostic method repeats an API allow of
-//! an address already allowed: no kernel batch, so it prices the daemon's work around the kernel
-//! (gRPC, intent, ruleset build and diff, state file, response).
+//! an address already allowed: no kernel batch and nothing journalled, so it prices the daemon's
+//! work around the kernel and the disk (gRPC, lookup, intent, response).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
