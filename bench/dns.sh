@@ -14,5 +14,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 cargo build --release -p shieldd -p shield-hook -p shieldctl -p shield-tests --bins --quiet
+# The hook and the CLI as users should install them: static (see the script).
+SHIELD_CLIENT_BIN_DIR=$(scripts/build-static-clients.sh)
+export SHIELD_CLIENT_BIN_DIR
 target=${CARGO_TARGET_DIR:-$PWD/target}
 exec "$target/release/dns-bench" "$@"

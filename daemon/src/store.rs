@@ -415,10 +415,11 @@ impl Store {
             Err(err) => return Err(io_error(err)),
         };
         let offset = complete_length(&mut journal).map_err(io_error)?;
-        journal
-            .write_all(&line)
-            .and_then(|()| journal.sync_data())
-            .map_err(io_error)?;
+        if let Err(err) = journal.write_all(&line).and_then(|()| journal.sync_data()) {
+            // Best effort: a line the caller is told failed must not be replayed.
+            let _ = journal.set_len(offset);
+            return Err(io_error(err));
+        }
         let length = offset + line.len() as u64;
         let compaction_due = length > COMPACT_MIN_BYTES
             && fs::metadata(self.container_dir(id).join(STATE_FILE))

@@ -4,7 +4,9 @@
 //! binaries of other workspace packages, and `CARGO_BIN_EXE_*` exists only for the former. So the
 //! fixtures look for `shieldd`, `shield-hook` and `shieldctl` in the profile directory of the
 //! running executable (`target/debug` for `cargo test`, `target/release` for the benchmark),
-//! which is where `cargo build --workspace --bins` put them. `SHIELD_BIN_DIR` overrides it.
+//! which is where `cargo build --workspace --bins` put them. `SHIELD_BIN_DIR` overrides it, and
+//! `SHIELD_CLIENT_BIN_DIR` overrides it for `shield-hook` and `shieldctl` alone (the benchmarks
+//! point it at the static builds of `scripts/build-static-clients.sh`).
 //!
 //! A binary older than any source file of its crate (or of `proto/`) would silently test old code:
 //! [`bin`] refuses it unless `SHIELD_TESTS_ALLOW_STALE=1`.
@@ -76,10 +78,19 @@ fn newest_mtime(path: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
     }
 }
 
+/// The directory that holds binary `name`: [`bin_dir`], or `SHIELD_CLIENT_BIN_DIR` for the hook
+/// and the CLI when it is set.
+pub fn dir_of(name: &str) -> PathBuf {
+    match std::env::var_os("SHIELD_CLIENT_BIN_DIR") {
+        Some(dir) if name == SHIELD_HOOK || name == SHIELDCTL => PathBuf::from(dir),
+        _ => bin_dir(),
+    }
+}
+
 /// The absolute path of the workspace binary `name`; panics with the command to run when it is
 /// missing or older than its sources.
 pub fn bin(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
+    let path = dir_of(name).join(name);
     let meta = std::fs::metadata(&path).unwrap_or_else(|e| {
         panic!(
             "binary {} not found ({e}): build the workspace binaries first with \
@@ -109,6 +120,20 @@ pub fn bin(name: &str) -> PathBuf {
         }
     }
     path
+}
+
+/// Where the binaries come from, for a benchmark's report.
+pub fn describe() -> String {
+    let (all, clients) = (bin_dir(), dir_of(SHIELDCTL));
+    if all == clients {
+        all.display().to_string()
+    } else {
+        format!(
+            "{} (shield-hook, shieldctl: {})",
+            all.display(),
+            clients.display()
+        )
+    }
 }
 
 /// A copy of binary `name` that any uid can execute (a fresh 0755 directory under the system

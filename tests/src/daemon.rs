@@ -296,7 +296,10 @@ impl Daemon {
 
     /// The binary `name` as this daemon's owner can execute it.
     pub fn bin(&self, name: &str) -> PathBuf {
-        self.bin_dir.join(name)
+        match self.owner {
+            Owner::Root => bins::dir_of(name).join(name),
+            Owner::User { .. } => self.bin_dir.join(name),
+        }
     }
 
     /// Everything the daemon printed so far.

@@ -709,6 +709,6 @@ fn main() {
     println!(
         "daemon log: {problems} WARN/ERROR lines; whole run {:.1} s; binaries from {}",
         total.elapsed().as_secs_f64(),
-        bins::bin_dir().display()
+        bins::describe()
     );
 }

@@ -232,5 +232,6 @@ fn main() {
             &mut floor_times
         )
     );
+    println!("binaries from {}", bins::describe());
     daemon.stop();
 }

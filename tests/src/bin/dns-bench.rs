@@ -1315,6 +1315,6 @@ fn main() {
         "daemon log: {problems} WARN/ERROR lines; reference dnsmasq log: {ref_errors} error \
          lines; whole run {:.1} s; binaries from {}",
         total.elapsed().as_secs_f64(),
-        bins::bin_dir().display()
+        bins::describe()
     );
 }

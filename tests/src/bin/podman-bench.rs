@@ -315,5 +315,6 @@ fn main() {
         rank(50.0),
         rank(90.0)
     );
+    println!("binaries from {}", bins::describe());
     bench.daemon.stop();
 }
