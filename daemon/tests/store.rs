@@ -11,11 +11,11 @@
     reason = "tests"
 )]
 
+mod crash;
+
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shieldd::intent::Intent;
@@ -305,9 +305,7 @@ fn crash_child_saves_until_killed() {
     // Continue after the last durable version, so versions only ever grow.
     let mut i = store.load(ID).unwrap().map_or(0, |s| version_of(&s) + 1);
     // Tell the parent that saving starts now, so its timing measures saves, not process start.
-    let mut stdout = std::io::stdout();
-    stdout.write_all(b"ready\n").unwrap();
-    stdout.flush().unwrap();
+    crash::say_ready();
     loop {
         store.save(&version(i)).unwrap();
         i += 1;
@@ -333,45 +331,15 @@ fn sigkill_mid_save_leaves_old_or_new_state() {
         .max(1);
     let mut last = version_of(&store.load(ID).unwrap().unwrap());
 
-    let exe = std::env::current_exe().unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut kills: u64 = 0;
     let mut advanced = 0;
     while Instant::now() < deadline || kills < 10 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_saves_until_killed",
-                "--test-threads=1",
-                "--nocapture",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // The test harness prints its own lines first ("running 1 test", the test's name).
-        let mut output = BufReader::new(child.stdout.take().unwrap());
-        let mut said = String::new();
-        while !said.ends_with("ready\n") {
-            let before = said.len();
-            output.read_line(&mut said).unwrap();
-            assert!(
-                said.len() > before,
-                "the child ended before saving: {said:?}"
-            );
-        }
+        let child = crash::start_child("crash_child_saves_until_killed", CHILD_ENV, dir.path());
         // Kill at a different moment each time, anywhere within the first three saves, to land in
         // every phase of a save: serialising, writing, fsync, rename, directory fsync.
         let pause = kills.wrapping_mul(2_654_435_761) % (3 * save_micros);
-        std::thread::sleep(Duration::from_micros(pause));
-        child.kill().unwrap(); // SIGKILL
-        let status = child.wait().unwrap();
-        assert!(
-            status.code().is_none(),
-            "the child died on its own: {status:?}"
-        );
+        crash::kill_after(child, Duration::from_micros(pause));
         kills += 1;
 
         let state = store

@@ -12,11 +12,12 @@
     reason = "tests"
 )]
 
+mod crash;
+
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexSet;
@@ -284,9 +285,7 @@ fn crash_child_appends_until_killed() {
     };
     let store = Store::open(Path::new(&state_dir)).unwrap();
     let mut state = store.load(ID).unwrap().unwrap();
-    let mut stdout = std::io::stdout();
-    stdout.write_all(b"ready\n").unwrap();
-    stdout.flush().unwrap();
+    crash::say_ready();
     loop {
         let seq = state.journal_seq + 1;
         let target = address(seq);
@@ -311,44 +310,15 @@ fn sigkill_mid_append_loses_no_acknowledged_change() {
     let store = Store::open(dir.path()).unwrap();
     store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
 
-    let exe = std::env::current_exe().unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut kills: u64 = 0;
     let mut advanced = 0;
     let mut last = 0;
     while Instant::now() < deadline || kills < 10 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_appends_until_killed",
-                "--test-threads=1",
-                "--nocapture",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut output = BufReader::new(child.stdout.take().unwrap());
-        let mut said = String::new();
-        while !said.ends_with("ready\n") {
-            let before = said.len();
-            output.read_line(&mut said).unwrap();
-            assert!(
-                said.len() > before,
-                "the child ended before appending: {said:?}"
-            );
-        }
+        let child = crash::start_child("crash_child_appends_until_killed", CHILD_ENV, dir.path());
         // A different moment each time, over a few appends (each a few hundred µs).
         let pause = kills.wrapping_mul(2_654_435_761) % 3_000;
-        std::thread::sleep(Duration::from_micros(pause));
-        child.kill().unwrap(); // SIGKILL
-        let status = child.wait().unwrap();
-        assert!(
-            status.code().is_none(),
-            "the child died on its own: {status:?}"
-        );
+        crash::kill_after(child, Duration::from_micros(pause));
         kills += 1;
 
         let state = store

@@ -1,0 +1,56 @@
+//! Shared by the store's crash tests: one test of the running test binary, started again as a
+//! child process that works until it is killed, and killed at a chosen moment with SIGKILL.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test fixture: a failed step is a failed test"
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Starts test `test` of this binary as a child, with `env` set to `dir`, and returns once the
+/// child said "ready" (see [`say_ready`]): its work starts then, not at process start.
+pub fn start_child(test: &str, env: &str, dir: &Path) -> Child {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--test-threads=1", "--nocapture"])
+        .env(env, dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The test harness prints its own lines first ("running 1 test", the test's name).
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut said = String::new();
+    while !said.ends_with("ready\n") {
+        let before = said.len();
+        output.read_line(&mut said).unwrap();
+        assert!(
+            said.len() > before,
+            "the child ended before it began: {said:?}"
+        );
+    }
+    child
+}
+
+/// In the child: tells [`start_child`] that the work starts now.
+pub fn say_ready() {
+    let mut stdout = std::io::stdout();
+    stdout.write_all(b"ready\n").unwrap();
+    stdout.flush().unwrap();
+}
+
+/// Kills `child` with SIGKILL after `pause`, and checks that it died of the signal (not on its
+/// own, which would mean it failed).
+pub fn kill_after(mut child: Child, pause: Duration) {
+    std::thread::sleep(pause);
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(
+        status.code().is_none(),
+        "the child died on its own: {status:?}"
+    );
+}
