@@ -1,7 +1,7 @@
 //! A plain-Rust mirror of the nf_tables objects shield reads and writes.
 //!
 //! This is the meeting point of the netlink layer: [`super::encode`] turns our IR into these
-//! values, the libnftnl shims in [`super::ffi`] turn them into netlink messages and back, and
+//! values, the libnftnl shims in `super::ffi` turn them into netlink messages and back, and
 //! [`super::lift`] turns what the kernel reported into our IR again. Keeping the kernel's view as
 //! ordinary data (no pointers, no I/O) lets the encoding and the lifting be unit-tested without
 //! a kernel, and keeps `unsafe` confined to the shims.
