@@ -20,25 +20,70 @@ use crate::ruleset::ir::{ChainPolicy, Hook, Set, SetKind, TABLE_NAME, Table};
 
 /// A finalized batch and what each of its messages does, by sequence number.
 pub struct Prepared {
-    batch: FinalizedBatch,
+    /// The messages, back to back: what one `sendmsg` carries.
+    wire: Vec<u8>,
     labels: BTreeMap<u32, String>,
+    /// The messages whose acknowledgement ends the wait for the kernel's answer.
+    awaited: Vec<u32>,
 }
 
 impl Prepared {
     /// The buffers to send, in order, in one `sendmsg`.
     pub fn pages(&self) -> Vec<&[u8]> {
-        self.batch.iter().collect()
+        vec![self.wire.as_slice()]
     }
 
-    /// Sequence number → label of every message that will be acknowledged.
+    /// Sequence number → label of every message, to name the one the kernel refuses.
     pub fn labels(&self) -> &BTreeMap<u32, String> {
         &self.labels
     }
 
+    /// The sequence numbers of the messages that ask for an acknowledgement: the batch end
+    /// alone where the kernel acknowledges it, every message otherwise.
+    pub fn awaited(&self) -> &[u32] {
+        &self.awaited
+    }
+
     /// Total size of the batch in bytes (what one `sendmsg` carries).
     pub fn bytes(&self) -> usize {
-        self.batch.iter().map(<[u8]>::len).sum()
+        self.wire.len()
     }
+}
+
+/// `NLM_F_ACK` in `nlmsg_flags`.
+const NLM_F_ACK: u16 = 0x4;
+
+/// Clears `NLM_F_ACK` on every message of `wire` but the last (the batch end).
+///
+/// The kernel answers a refused message whether or not it asked for an acknowledgement, and
+/// (since 6.10) acknowledges the batch end once the batch is through, after the commit: so the
+/// end's acknowledgement alone says the batch is in, and a refusal still names its message. An
+/// attach sends some fifty messages; each acknowledgement is a reply the kernel builds and the
+/// daemon receives, one `recv` each.
+fn acknowledge_only_the_end(wire: &mut [u8]) -> Result<(), NftError> {
+    let mut at = 0;
+    while at < wire.len() {
+        let header = wire
+            .get(at..at.saturating_add(8))
+            .ok_or_else(|| NftError::Protocol("batch ends inside a message header".to_owned()))?;
+        let len = header
+            .get(..4)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map(u32::from_ne_bytes)
+            .and_then(|len| usize::try_from(len).ok())
+            .filter(|len| *len >= 16)
+            .ok_or_else(|| NftError::Protocol("batch message of no length".to_owned()))?;
+        // Messages are 4-byte aligned.
+        let next = at.saturating_add(len.next_multiple_of(4));
+        if next < wire.len()
+            && let Some(flags) = wire.get_mut(at.saturating_add(6)..at.saturating_add(8))
+        {
+            let cleared = u16::from_ne_bytes([flags[0], flags[1]]) & !NLM_F_ACK;
+            flags.copy_from_slice(&cleared.to_ne_bytes());
+        }
+        at = next;
+    }
+    Ok(())
 }
 
 /// Collects messages and their labels.
@@ -95,7 +140,7 @@ impl Builder {
     /// nftnl numbers messages consecutively; on kernels that acknowledge the batch begin and
     /// end messages (6.10+) those two take the first and last numbers.
     fn finish(self) -> Result<Prepared, NftError> {
-        let batch = self.batch.finalize();
+        let batch: FinalizedBatch = self.batch.finalize();
         let seqs = batch.sequence_numbers();
         let count = usize::try_from(seqs.end.saturating_sub(seqs.start)).unwrap_or(usize::MAX);
         let mut labels = BTreeMap::new();
@@ -115,10 +160,19 @@ impl Builder {
             labels.insert(seq, label);
             seq = seq.saturating_add(1);
         }
-        if with_ends {
+        let mut wire: Vec<u8> = batch.iter().flatten().copied().collect();
+        let awaited = if with_ends {
             labels.insert(seq, "batch end".to_owned());
-        }
-        Ok(Prepared { batch, labels })
+            acknowledge_only_the_end(&mut wire)?;
+            vec![seq]
+        } else {
+            labels.keys().copied().collect()
+        };
+        Ok(Prepared {
+            wire,
+            labels,
+            awaited,
+        })
     }
 }
 

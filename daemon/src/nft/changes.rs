@@ -86,7 +86,7 @@ pub fn apply_within(
     let socket_budget = link.budget(bytes, messages);
     let budget = cap.map_or(socket_budget, |cap| cap.min(socket_budget));
     if budget.fits(bytes, messages) {
-        link.transact(&prepared.pages(), prepared.labels())?;
+        link.transact(&prepared.pages(), prepared.labels(), prepared.awaited())?;
         return Ok(1);
     }
     if removes.iter().any(|set| !set.elements.is_empty()) {
@@ -101,7 +101,8 @@ pub fn apply_within(
     let batches = split_adds(adds, bytes, messages, budget)?;
     let count = batches.len();
     for (n, prepared) in batches.iter().enumerate() {
-        if let Err(source) = link.transact(&prepared.pages(), prepared.labels()) {
+        if let Err(source) = link.transact(&prepared.pages(), prepared.labels(), prepared.awaited())
+        {
             if n == 0 {
                 return Err(source);
             }

@@ -40,7 +40,7 @@ use crate::ruleset::ir::{Set, Table};
 pub fn apply(socket: BorrowedFd<'_>, table: &Table) -> Result<(), NftError> {
     let prepared = batch::replace_table(table)?;
     let mut link = socket::Link::new(socket)?;
-    link.transact(&prepared.pages(), prepared.labels())
+    link.transact(&prepared.pages(), prepared.labels(), prepared.awaited())
 }
 
 /// Removes the elements of `removes` and adds those of `adds`: one atomic batch whenever it fits

@@ -219,16 +219,19 @@ impl<'fd> Link<'fd> {
         Ok(())
     }
 
-    /// Sends one batch and waits for the ACK of every message in `labels` (sequence number →
-    /// what the message does). Returns the first refusal, naming its message.
+    /// Sends one batch and waits for the ACKs of the messages `awaited`. Returns the first
+    /// refusal, naming its message by `labels` (sequence number → what the message does): the
+    /// kernel answers a refused message whether or not it asked for an ACK, before the ACKs.
     pub fn transact(
         &mut self,
         pages: &[&[u8]],
         labels: &BTreeMap<u32, String>,
+        awaited: &[u32],
     ) -> Result<(), NftError> {
+        // Room for an answer to every message: a refusal answers each message it concerns.
         self.send_batch(pages, labels.len())?;
         let deadline = Instant::now() + REPLY_TIMEOUT;
-        let mut pending: Vec<u32> = labels.keys().copied().collect();
+        let mut pending: Vec<u32> = awaited.to_vec();
         while !pending.is_empty() {
             let data = self.recv_until(deadline)?;
             let mut refusal = None;
