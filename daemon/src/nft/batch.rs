@@ -53,37 +53,48 @@ impl Prepared {
 /// `NLM_F_ACK` in `nlmsg_flags`.
 const NLM_F_ACK: u16 = 0x4;
 
-/// Clears `NLM_F_ACK` on every message of `wire` but the last (the batch end).
+/// Clears `NLM_F_ACK` on every message of `wire` but the last (the batch end), if that one asks
+/// for an acknowledgement; whether it did (if not, nothing is changed).
 ///
 /// The kernel answers a refused message whether or not it asked for an acknowledgement, and
 /// (since 6.10) acknowledges the batch end once the batch is through, after the commit: so the
 /// end's acknowledgement alone says the batch is in, and a refusal still names its message. An
 /// attach sends some fifty messages; each acknowledgement is a reply the kernel builds and the
 /// daemon receives, one `recv` each.
-fn acknowledge_only_the_end(wire: &mut [u8]) -> Result<(), NftError> {
+fn acknowledge_only_the_end(wire: &mut [u8]) -> Result<bool, NftError> {
+    let mut starts = Vec::new();
     let mut at = 0;
     while at < wire.len() {
-        let header = wire
-            .get(at..at.saturating_add(8))
-            .ok_or_else(|| NftError::Protocol("batch ends inside a message header".to_owned()))?;
-        let len = header
-            .get(..4)
+        let len = wire
+            .get(at..at.saturating_add(4))
             .and_then(|bytes| bytes.try_into().ok())
             .map(u32::from_ne_bytes)
             .and_then(|len| usize::try_from(len).ok())
-            .filter(|len| *len >= 16)
-            .ok_or_else(|| NftError::Protocol("batch message of no length".to_owned()))?;
+            .filter(|len| *len >= 16 && at.saturating_add(*len) <= wire.len())
+            .ok_or_else(|| NftError::Protocol("malformed message in a batch".to_owned()))?;
+        starts.push(at);
         // Messages are 4-byte aligned.
-        let next = at.saturating_add(len.next_multiple_of(4));
-        if next < wire.len()
-            && let Some(flags) = wire.get_mut(at.saturating_add(6)..at.saturating_add(8))
-        {
-            let cleared = u16::from_ne_bytes([flags[0], flags[1]]) & !NLM_F_ACK;
-            flags.copy_from_slice(&cleared.to_ne_bytes());
-        }
-        at = next;
+        at = at.saturating_add(len.next_multiple_of(4));
     }
-    Ok(())
+    let flags_at = |start: usize| start.saturating_add(6)..start.saturating_add(8);
+    let flags = |wire: &[u8], start: usize| {
+        wire.get(flags_at(start))
+            .and_then(|bytes| bytes.try_into().ok())
+            .map_or(0, u16::from_ne_bytes)
+    };
+    let Some((&end, others)) = starts.split_last() else {
+        return Ok(false);
+    };
+    if flags(wire, end) & NLM_F_ACK == 0 {
+        return Ok(false);
+    }
+    for &start in others {
+        let cleared = flags(wire, start) & !NLM_F_ACK;
+        if let Some(bytes) = wire.get_mut(flags_at(start)) {
+            bytes.copy_from_slice(&cleared.to_ne_bytes());
+        }
+    }
+    Ok(true)
 }
 
 /// Collects messages and their labels.
@@ -161,9 +172,10 @@ impl Builder {
             seq = seq.saturating_add(1);
         }
         let mut wire: Vec<u8> = batch.iter().flatten().copied().collect();
-        let awaited = if with_ends {
+        if with_ends {
             labels.insert(seq, "batch end".to_owned());
-            acknowledge_only_the_end(&mut wire)?;
+        }
+        let awaited = if with_ends && acknowledge_only_the_end(&mut wire)? {
             vec![seq]
         } else {
             labels.keys().copied().collect()
@@ -294,4 +306,76 @@ pub fn element_changes(adds: &[Set], removes: &[Set]) -> Result<Prepared, NftErr
         b.elements(&set.name, None, elems, ElemOp::Add)?;
     }
     b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
+
+    use super::*;
+
+    /// A netlink message of `len` bytes (header included) with `flags`.
+    fn message(len: u32, flags: u16) -> Vec<u8> {
+        let mut msg = vec![0_u8; usize::try_from(len).unwrap()];
+        msg[..4].copy_from_slice(&len.to_ne_bytes());
+        msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+        msg
+    }
+
+    fn flags_of(wire: &[u8]) -> Vec<u16> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let len = u32::from_ne_bytes(wire[at..at + 4].try_into().unwrap()) as usize;
+            out.push(u16::from_ne_bytes(wire[at + 6..at + 8].try_into().unwrap()));
+            at += len.next_multiple_of(4);
+        }
+        out
+    }
+
+    #[test]
+    fn only_the_end_keeps_its_acknowledgement() {
+        const REQUEST: u16 = 0x1;
+        const CREATE: u16 = 0x400;
+        // A 20-byte message padded to 20 (already aligned) and a 22-byte one padded to 24.
+        let mut wire = message(20, REQUEST | NLM_F_ACK);
+        let mut odd = message(22, REQUEST | NLM_F_ACK | CREATE);
+        odd.extend([0, 0]);
+        wire.extend(odd);
+        wire.extend(message(20, REQUEST | NLM_F_ACK));
+        assert!(acknowledge_only_the_end(&mut wire).unwrap());
+        assert_eq!(
+            flags_of(&wire),
+            [REQUEST, REQUEST | CREATE, REQUEST | NLM_F_ACK]
+        );
+    }
+
+    #[test]
+    fn an_end_that_asks_for_nothing_changes_nothing() {
+        let mut wire = message(20, NLM_F_ACK);
+        wire.extend(message(20, 0));
+        let before = wire.clone();
+        assert!(!acknowledge_only_the_end(&mut wire).unwrap());
+        assert_eq!(wire, before);
+        // A message longer than the batch is refused, not read past.
+        let mut short = message(20, NLM_F_ACK);
+        short.truncate(18);
+        assert!(acknowledge_only_the_end(&mut short).is_err());
+    }
+
+    #[test]
+    fn a_prepared_batch_awaits_its_end_or_every_message() {
+        let prepared = element_changes(&[], &[]).unwrap();
+        let awaited = prepared.awaited();
+        let labels = prepared.labels();
+        if labels.values().any(|label| label == "batch end") {
+            // Kernel 6.10 and later: the end alone, the last sequence number.
+            assert_eq!(awaited, [*labels.keys().last().unwrap()]);
+        } else {
+            assert_eq!(awaited, labels.keys().copied().collect::<Vec<_>>());
+        }
+    }
 }
