@@ -53,15 +53,21 @@ fn names(domains: &IndexSet<DomainPattern>) -> Vec<String> {
     domains.iter().map(ToString::to_string).collect()
 }
 
+/// A store in a fresh directory holding container `ID` (saved once, so its journal exists).
+fn saved_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    (dir, store)
+}
+
 fn journal_of(store: &Store) -> std::path::PathBuf {
     store.container_dir(ID).join(JOURNAL_FILE)
 }
 
 #[test]
 fn appended_changes_are_replayed_on_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    let (_dir, store) = saved_store();
     store
         .append(
             ID,
@@ -97,9 +103,7 @@ fn appended_changes_are_replayed_on_load() {
 
 #[test]
 fn journal_format_is_one_json_object_per_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    let (_dir, store) = saved_store();
     store
         .append(ID, &entry(1, JournalAction::Allow, &["2001:db8::1"]))
         .unwrap();
@@ -112,9 +116,7 @@ fn journal_format_is_one_json_object_per_line() {
 
 #[test]
 fn a_taken_back_change_does_not_come_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    let (_dir, store) = saved_store();
     store
         .append(ID, &entry(1, JournalAction::Allow, &["1.1.1.1"]))
         .unwrap();
@@ -138,9 +140,7 @@ fn a_taken_back_change_does_not_come_back() {
 
 #[test]
 fn a_torn_last_line_is_ignored_and_cut_before_the_next_append() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    let (_dir, store) = saved_store();
     store
         .append(ID, &entry(1, JournalAction::Allow, &["1.1.1.1"]))
         .unwrap();
@@ -204,9 +204,7 @@ fn lines_the_state_already_includes_are_skipped() {
 
 #[test]
 fn a_corrupt_line_is_an_error_that_names_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    let (_dir, store) = saved_store();
     for (content, needle) in [
         (
             "garbage\n{\"seq\":2,\"action\":\"allow\",\"targets\":[]}\n",
@@ -232,9 +230,7 @@ fn a_corrupt_line_is_an_error_that_names_it() {
 
 #[test]
 fn a_state_saved_before_journals_existed_gets_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    let (_dir, store) = saved_store();
     fs::remove_file(journal_of(&store)).unwrap();
     store
         .append(ID, &entry(1, JournalAction::Deny, &["9.9.9.9"]))
@@ -247,9 +243,7 @@ fn a_state_saved_before_journals_existed_gets_one() {
 
 #[test]
 fn a_long_journal_asks_for_compaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    let (_dir, store) = saved_store();
     let targets: Vec<String> = (0..1024_u32)
         .map(|i| Ipv4Addr::from(0x0a00_0000 + i).to_string())
         .collect();
@@ -306,9 +300,7 @@ fn crash_child_appends_until_killed() {
 /// crash).
 #[test]
 fn sigkill_mid_append_loses_no_acknowledged_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store.save(&ContainerState::new(ID, "web", vec![])).unwrap();
+    let (dir, store) = saved_store();
 
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut kills: u64 = 0;
