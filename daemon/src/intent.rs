@@ -102,11 +102,12 @@ pub enum Direction {
 
 /// The operator's live changes and the mode of one container.
 ///
-/// The lists keep the order in which their items arrived and are indexed, so that a change
-/// costs what it touches, not what the lists hold (a container may carry 100 000 live allows).
+/// The lists are indexed, so that a change costs what it touches, not what the lists hold (a
+/// container may carry 100 000 live allows). They keep the order in which their items arrived,
+/// except that an item leaving a list gives its place to that list's last item.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Intent {
-    /// Live-allowed addresses and networks, in the order they were allowed.
+    /// Live-allowed addresses and networks.
     pub allowed: IndexSet<IpNet>,
     /// Denied addresses and networks.
     pub denied: IndexSet<IpNet>,
@@ -201,7 +202,7 @@ impl Intent {
 
     /// Allows or denies each target in turn, and says what each did, for
     /// [`undo`](Self::undo) and for the kernel's share of the change. Each target costs a hash
-    /// lookup (and, when it leaves a list, a shift of the items after it).
+    /// lookup.
     pub fn apply(&mut self, direction: Direction, targets: &[Target]) -> Applied {
         let moves = targets
             .iter()
@@ -282,12 +283,15 @@ impl Intent {
 
 /// Brings `item` into `into` (at the end, unless it is there) and out of `out_of`; where it
 /// stood in `out_of`, and whether it was added.
+///
+/// Leaving a list moves that list's last item into the freed place: shifting every later item
+/// instead would make a removal cost what the list holds.
 fn bring<T: Eq + Hash + Clone>(
     into: &mut IndexSet<T>,
     out_of: &mut IndexSet<T>,
     item: &T,
 ) -> (Option<usize>, bool) {
-    let withdrawn_from = out_of.shift_remove_full(item).map(|(index, _)| index);
+    let withdrawn_from = out_of.swap_remove_full(item).map(|(index, _)| index);
     let added = into.insert(item.clone());
     (withdrawn_from, added)
 }
@@ -308,8 +312,12 @@ fn put_back<T: Eq + Hash + Clone>(
         }
     }
     if let Some(index) = moved.withdrawn_from {
-        let index = index.min(out_of.len());
-        out_of.shift_insert(index, item.clone());
+        // The removal moved the last item to `index`: put `item` at the end, then swap the two
+        // back.
+        let (last, _) = out_of.insert_full(item.clone());
+        if index < last {
+            out_of.swap_indices(index, last);
+        }
     }
 }
 
