@@ -80,9 +80,9 @@ impl From<ServiceError> for Status {
             ServiceError::Container(ContainerError::Lookup(LookupError::Ambiguous { .. })) => {
                 Status::invalid_argument(message)
             }
-            ServiceError::Container(
-                ContainerError::Kernel { .. } | ContainerError::StoredDomain { .. },
-            ) => Status::failed_precondition(message),
+            ServiceError::Container(ContainerError::Kernel { .. }) => {
+                Status::failed_precondition(message)
+            }
             ServiceError::Container(
                 ContainerError::Store { .. }
                 | ContainerError::Dns { .. }

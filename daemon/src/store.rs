@@ -202,21 +202,22 @@ impl ContainerState {
 
     /// The state a file holds; its domains are checked here, once.
     fn from_file(file: StateFile) -> Result<Self, StoreError> {
+        let id = &file.id;
         let domains = |list: Vec<String>| -> Result<IndexSet<DomainPattern>, StoreError> {
             list.into_iter()
                 .map(|domain| {
                     DomainPattern::parse(&domain).map_err(|_| StoreError::StoredDomain {
-                        id: file.id.clone(),
+                        id: id.clone(),
                         domain,
                     })
                 })
                 .collect()
         };
         let intent = Intent {
-            allowed: file.allowed.iter().copied().collect(),
-            denied: file.denied.iter().copied().collect(),
-            allowed_domains: domains(file.allowed_domains.clone())?,
-            denied_domains: domains(file.denied_domains.clone())?,
+            allowed: file.allowed.into_iter().collect(),
+            denied: file.denied.into_iter().collect(),
+            allowed_domains: domains(file.allowed_domains)?,
+            denied_domains: domains(file.denied_domains)?,
             mode: file.mode,
         };
         Ok(Self {
@@ -511,10 +512,7 @@ impl Store {
             reason,
         };
         // Only complete lines: a torn last line was never acknowledged.
-        let complete = text
-            .iter()
-            .rposition(|&byte| byte == b'\n')
-            .map_or(&text[..0], |end| &text[..end]);
+        let complete = text.get(..complete_lines(&text)).unwrap_or_default();
         for (index, line) in complete.split(|&byte| byte == b'\n').enumerate() {
             if line.is_empty() {
                 continue;
@@ -653,12 +651,16 @@ fn complete_length(journal: &mut File) -> io::Result<u64> {
     let mut text = Vec::new();
     journal.seek(SeekFrom::Start(0))?;
     journal.read_to_end(&mut text)?;
-    let complete = text
-        .iter()
-        .rposition(|&byte| byte == b'\n')
-        .map_or(0, |end| end as u64 + 1);
+    let complete = complete_lines(&text) as u64;
     journal.set_len(complete)?;
     Ok(complete)
+}
+
+/// How many bytes of `text` are complete lines (up to and including the last newline).
+fn complete_lines(text: &[u8]) -> usize {
+    text.iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |end| end + 1)
 }
 
 /// Writes `content` to a new file at `path` (mode 0600) and fsyncs it.

@@ -62,14 +62,6 @@ pub enum ContainerError {
         #[source]
         source: StoreError,
     },
-    /// A stored domain is not valid any more (the state file was edited by hand).
-    #[error("container {id}: stored domain {domain:?} is invalid")]
-    StoredDomain {
-        /// The container.
-        id: String,
-        /// The domain.
-        domain: String,
-    },
     /// The DNS proxy could not be started on the container's listeners.
     #[error("container {id}: cannot start its DNS proxy")]
     Dns {
