@@ -2,7 +2,8 @@
 //!
 //! Each running container's queries arrive on sockets the helper bound inside its network
 //! namespace; the daemon serves them ([`proxy`]) and forwards allowed names upstream from its own
-//! namespace ([`upstream`], to the resolvers of [`servers`]). Pure parts: which names a
+//! namespace ([`upstream`], to the resolvers of [`servers`], on sockets made ahead by
+//! [`spares`]). Pure parts: which names a
 //! container may resolve ([`names`]), the wire format ([`message`]), the answer cache
 //! ([`cache`]) and the rate limit ([`limits`]).
 
@@ -12,4 +13,5 @@ pub mod message;
 pub mod names;
 pub mod proxy;
 pub mod servers;
+pub mod spares;
 pub mod upstream;

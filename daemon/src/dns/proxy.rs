@@ -222,6 +222,8 @@ impl<G: Gate> Proxy<G> {
                     tracing::debug!(%peer, error = %err, "cannot send a DNS answer");
                 }
                 drop(permit);
+                // The answer has left: now the sockets for the next misses can be made.
+                proxy.forwarder.restock();
             });
         }
     }
@@ -279,6 +281,7 @@ impl<G: Gate> Proxy<G> {
             framed.extend_from_slice(&len.to_be_bytes());
             framed.extend_from_slice(&answer);
             stream.write_all(&framed).await?;
+            self.forwarder.restock();
         }
     }
 

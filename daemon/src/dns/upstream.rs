@@ -3,7 +3,8 @@
 //!
 //! The proxy keeps the upstream's bytes (it only reads the answer to learn addresses), so this
 //! is a byte forwarder, not a resolver. Each attempt is spoof-resistant the usual way:
-//! - a fresh UDP socket per attempt, so the kernel picks a random source port;
+//! - a fresh UDP socket per attempt, so the kernel picks a random source port (made ahead of
+//!   time by [`Spares`], its receive queue emptied when the attempt takes it);
 //! - a fresh random query id per attempt (the client's id is put back on the reply);
 //! - the socket is `connect`ed to the server, so the kernel drops datagrams from anyone else;
 //! - a datagram is taken as the reply only if it is a response with the attempt's id and the
@@ -24,25 +25,26 @@
 //! call is bounded by the timeout.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use nix::sys::socket::MsgFlags;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::servers::UpstreamServers;
+use super::spares::{SocketError, Spares};
 
 /// Length of the fixed DNS header.
 const HEADER_LEN: usize = 12;
 
 /// The largest UDP payload over IPv4 (65 535 less the IP and UDP headers): a reply is read whole
-/// whatever EDNS size the client advertised. (Also just small enough that freeing the buffer
-/// does not make glibc's malloc consolidate its free chunks, which a 64 KiB one did on every
-/// query.)
+/// whatever EDNS size the client advertised.
 const MAX_UDP_PAYLOAD: usize = 65_507;
 
 /// Each server is asked at most this many times per query (the first try and one resend).
@@ -110,12 +112,27 @@ pub struct Forwarder {
     servers: UpstreamServers,
     /// Bound on one [`forward`](Self::forward) call.
     timeout: Duration,
+    /// The attempts' UDP sockets, made ahead of time.
+    spares: Arc<Spares>,
 }
 
 impl Forwarder {
     /// A forwarder asking `servers`, giving up on a query after `timeout` (`dns.timeout`).
     pub fn new(servers: UpstreamServers, timeout: Duration) -> Self {
-        Self { servers, timeout }
+        Self {
+            servers,
+            timeout,
+            spares: Arc::new(Spares::new()),
+        }
+    }
+
+    /// Makes the sockets the next queries will use and closes the used ones (see [`Spares`]).
+    /// Call it when no answer is waiting, e.g. once an answer has been sent: it costs tens of
+    /// µs per socket, which a query would otherwise pay on its way.
+    pub fn restock(&self) {
+        if self.spares.used() {
+            self.spares.restock(&self.servers.current());
+        }
     }
 
     /// The overall bound on one [`forward`](Self::forward).
@@ -151,7 +168,7 @@ impl Forwarder {
             wire: Arc::from(query),
             question: Arc::from(question),
         };
-        let mut race = Race::new(servers, self.timeout);
+        let mut race = Race::new(servers, self.timeout, Arc::clone(&self.spares));
         race.run(&query).await
     }
 }
@@ -180,6 +197,8 @@ struct Race {
     planned: usize,
     /// Servers that failed at the network level in this call: not asked again.
     failed: Vec<SocketAddr>,
+    /// Where the attempts take their sockets.
+    spares: Arc<Spares>,
     /// The attempts still running, polled by the task that forwards (no task per attempt: a
     /// hand-off between threads would cost more than the upstream round trip). Dropping them
     /// ends them, so a cancelled `forward` (a client gone, a proxy stopping) leaves no socket
@@ -189,7 +208,7 @@ struct Race {
 
 impl Race {
     /// No attempt launched yet.
-    fn new(servers: Arc<[SocketAddr]>, timeout: Duration) -> Self {
+    fn new(servers: Arc<[SocketAddr]>, timeout: Duration, spares: Arc<Spares>) -> Self {
         let planned = servers.len().saturating_mul(TRIES_PER_SERVER);
         Self {
             servers,
@@ -197,6 +216,7 @@ impl Race {
             launched: 0,
             planned,
             failed: Vec::new(),
+            spares,
             running: FuturesUnordered::new(),
         }
     }
@@ -224,9 +244,10 @@ impl Race {
                 continue;
             }
             let query = query.clone();
-            self.running.push(Box::pin(
-                async move { (server, ask_udp(server, &query).await) },
-            ));
+            let spares = Arc::clone(&self.spares);
+            self.running.push(Box::pin(async move {
+                (server, ask_udp(server, &query, &spares).await)
+            }));
             return true;
         }
         false
@@ -266,8 +287,12 @@ impl Race {
                         next_launch = Instant::now();
                     }
                 },
-                () = tokio::time::sleep_until(next_launch), if next_launch < deadline => {}
-                () = tokio::time::sleep_until(deadline) => return Err(self.timeout_error()),
+                // One timer for both (each one registered costs a wake-up of the reactor).
+                () = tokio::time::sleep_until(next_launch.min(deadline)) => {
+                    if Instant::now() >= deadline {
+                        return Err(self.timeout_error());
+                    }
+                }
             }
         }
     }
@@ -299,7 +324,11 @@ fn restore_id(mut reply: Vec<u8>, query: &[u8]) -> Vec<u8> {
 }
 
 /// One attempt over UDP; over TCP too if the UDP reply is truncated.
-async fn ask_udp(server: SocketAddr, query: &Query) -> Result<Vec<u8>, UpstreamError> {
+async fn ask_udp(
+    server: SocketAddr,
+    query: &Query,
+    spares: &Spares,
+) -> Result<Vec<u8>, UpstreamError> {
     let failed = |operation| {
         move |source| UpstreamError::Network {
             server,
@@ -308,46 +337,47 @@ async fn ask_udp(server: SocketAddr, query: &Query) -> Result<Vec<u8>, UpstreamE
         }
     };
     let id = rand::random::<u16>();
-    // The local address matches the server's family; port 0 lets the kernel pick a random one.
-    let local = match server {
-        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-    };
-    let socket = UdpSocket::bind(local)
-        .await
-        .map_err(failed("bind a UDP socket"))?;
-    // Connected: the kernel passes up only the server's datagrams, and reports its ICMP errors.
-    socket
-        .connect(server)
-        .await
-        .map_err(failed("connect over UDP"))?;
+    let socket = spares
+        .take(server)
+        .map_err(|SocketError { operation, source }| failed(operation)(source))?;
     socket
         .send(&with_id(&query.wire, id))
         .await
         .map_err(failed("send over UDP"))?;
     tracing::debug!(%server, id, "query sent over UDP");
-    // Not zeroed: recv_buf only exposes the bytes the kernel wrote.
-    let mut buf = Vec::with_capacity(MAX_UDP_PAYLOAD);
     loop {
-        buf.clear();
-        let len = socket
-            .recv_buf(&mut buf)
+        // Read into the thread's buffer and copy out only the datagram: a 64 KiB buffer per
+        // attempt costs an allocation and, freed, makes glibc's malloc consolidate its heap.
+        // Errors are awaited too: an ICMP port unreachable from the server ends the attempt.
+        let datagram = socket
+            .async_io(Interest::READABLE | Interest::ERROR, || {
+                RECEIVE_BUFFER.with_borrow_mut(|buffer| {
+                    let len = nix::sys::socket::recv(socket.as_raw_fd(), buffer, MsgFlags::empty())
+                        .map_err(io::Error::from)?;
+                    Ok(buffer.get(..len).map(<[u8]>::to_vec).unwrap_or_default())
+                })
+            })
             .await
             .map_err(failed("receive over UDP"))?;
-        let Some(datagram) = buf.get(..len) else {
-            continue;
-        };
-        if let Err(reason) = check_reply(datagram, id, &query.question) {
+        if let Err(reason) = check_reply(&datagram, id, &query.question) {
             tracing::debug!(%server, id, reason, "datagram ignored");
             continue;
         }
-        if is_truncated(datagram) {
+        if is_truncated(&datagram) {
             tracing::debug!(%server, id, "truncated reply: asking again over TCP");
+            spares.retire(socket);
             return ask_tcp(server, query).await;
         }
-        tracing::debug!(%server, id, len, "reply received over UDP");
-        return Ok(restore_id(datagram.to_vec(), &query.wire));
+        tracing::debug!(%server, id, len = datagram.len(), "reply received over UDP");
+        spares.retire(socket);
+        return Ok(restore_id(datagram, &query.wire));
     }
+}
+
+thread_local! {
+    /// Where [`ask_udp`] receives: large enough for any UDP payload, made once per thread.
+    static RECEIVE_BUFFER: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0_u8; MAX_UDP_PAYLOAD]);
 }
 
 /// The query over TCP (RFC 1035 4.2.2: each message prefixed by its 2-byte length).
@@ -462,6 +492,7 @@ fn question_key(message: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::net::Ipv4Addr;
     use std::str::FromStr;
     use std::sync::Mutex;
 
@@ -470,7 +501,7 @@ mod tests {
     };
     use hickory_resolver::proto::rr::rdata::A;
     use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, UdpSocket};
     use tokio::task::JoinHandle;
 
     use super::*;
@@ -533,10 +564,11 @@ mod tests {
     }
 
     /// A fake upstream on UDP: for the `nth` query (from 0), `respond` gives the datagrams to
-    /// send back, in order. Every query's id is recorded.
+    /// send back, in order. Every query's id and source port are recorded.
     struct FakeUdp {
         addr: SocketAddr,
         ids: Arc<Mutex<Vec<u16>>>,
+        ports: Arc<Mutex<Vec<u16>>>,
         task: JoinHandle<()>,
     }
 
@@ -566,6 +598,8 @@ mod tests {
                 .unwrap();
             let ids = Arc::new(Mutex::new(Vec::new()));
             let seen = ids.clone();
+            let ports = Arc::new(Mutex::new(Vec::new()));
+            let seen_ports = ports.clone();
             let task = tokio::spawn(async move {
                 let mut buf = vec![0u8; 65_535];
                 loop {
@@ -576,6 +610,7 @@ mod tests {
                         seen.push(request.metadata.id);
                         seen.len() - 1
                     };
+                    seen_ports.lock().unwrap().push(from.port());
                     for (sender, datagram) in respond(&request, nth) {
                         match sender {
                             Sender::Upstream => socket.send_to(&datagram, from).await,
@@ -594,7 +629,12 @@ mod tests {
                     }
                 }
             });
-            Self { addr, ids, task }
+            Self {
+                addr,
+                ids,
+                ports,
+                task,
+            }
         }
 
         fn queries(&self) -> usize {
@@ -692,6 +732,26 @@ mod tests {
         let ids: BTreeSet<u16> = upstream.ids.lock().unwrap().iter().copied().collect();
         assert!(ids.len() > 1, "{ids:?}");
         assert_eq!(upstream.queries(), 8);
+    }
+
+    #[tokio::test]
+    async fn every_query_leaves_from_a_port_of_its_own_spares_included() {
+        let upstream = FakeUdp::answering(&[[192, 0, 2, 1]]).await;
+        let forwarder = forwarder(vec![upstream.addr], Duration::from_secs(2));
+        let sent = query("www.example.com.");
+        // Without a restock every socket is made on the spot; with one, taken from the stock.
+        for restock in [false, true, true, false, true, true, true, true, true, true] {
+            if restock {
+                forwarder.restock();
+                assert!(forwarder.spares.ready_for(upstream.addr) > 0);
+            }
+            let got = forwarder.forward(&sent).await.unwrap();
+            assert_eq!(answers(&got), [Ipv4Addr::new(192, 0, 2, 1)]);
+        }
+        // A socket used twice would show up as runs of one port; two random ephemeral ports
+        // may still coincide by chance (about once in 600 runs of ten), hence not `== 10`.
+        let ports: BTreeSet<u16> = upstream.ports.lock().unwrap().iter().copied().collect();
+        assert!(ports.len() >= 9, "source ports reused: {ports:?}");
     }
 
     #[tokio::test]
