@@ -79,6 +79,8 @@ pub enum Command {
         /// Container id, unique id prefix, or name
         container: String,
     },
+    /// Forget stopped containers: their live changes and mode are dropped (audit trails stay)
+    Forget(ForgetArgs),
     /// Install the OCI hooks that attach shield to annotated containers (--remove: undo)
     Setup(SetupArgs),
     /// Print the podman run arguments that put a container under shield
@@ -87,6 +89,17 @@ pub enum Command {
     Run(RunArgs),
     /// Check that shielded containers can work here, and say how to fix what is missing
     Doctor(DoctorArgs),
+}
+
+/// Arguments of `forget`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ForgetArgs {
+    /// Container ids, unique id prefixes, or names (each must be stopped)
+    #[arg(required_unless_present = "stopped", conflicts_with = "stopped")]
+    pub containers: Vec<String>,
+    /// Every stopped container (running ones are kept)
+    #[arg(long)]
+    pub stopped: bool,
 }
 
 /// The hook binary, for the commands that install or check the hooks.

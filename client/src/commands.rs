@@ -12,13 +12,14 @@ use shield_proto::client;
 use shield_proto::v1::{self, shield_client::ShieldClient};
 use tonic::transport::Channel;
 
-use crate::cli::{ChangeArgs, Cli, Command, LogsArgs, ModeArg, PreviewArgs};
+use crate::cli::{ChangeArgs, Cli, Command, ForgetArgs, LogsArgs, ModeArg, PreviewArgs};
 use crate::error::CtlError;
 use crate::integration;
 use crate::output::{self, Format, Output};
 use crate::view::{
-    ChangeAction, ChangeView, ContainerList, ContainerView, DnsView, LogEventView, ModeChangeView,
-    ModeView, PreviewView, ProfileList, ProfileView, RulesView, StateReport, StatusView,
+    ChangeAction, ChangeView, ContainerList, ContainerView, DnsView, ForgetView, LogEventView,
+    ModeChangeView, ModeView, PreviewView, ProfileList, ProfileView, RulesView, StateReport,
+    StatusView,
 };
 
 /// Time allowed to connect to the daemon.
@@ -54,6 +55,7 @@ pub async fn run<W: Write>(cli: &Cli, out: &mut Output<W>) -> Result<(), CtlErro
         Command::State { container } => state(&mut session, out, container).await,
         Command::Logs(args) => logs(&mut session, out, args).await,
         Command::Dns { container } => dns(&mut session, out, container).await,
+        Command::Forget(args) => forget(&mut session, out, args).await,
         Command::Setup(args) => integration::setup(&socket, args, out),
         Command::Prepare(args) => integration::prepare(&socket, args, out),
         Command::Run(args) => integration::run(&mut session, &socket, args).await,
@@ -226,6 +228,24 @@ async fn state<W: Write>(
 ) -> Result<(), CtlError> {
     let view = get_container(session, container).await?;
     out.emit(&StateReport::from(&view))
+}
+
+/// `forget CONTAINER…` / `forget --stopped`.
+async fn forget<W: Write>(
+    session: &mut Session,
+    out: &mut Output<W>,
+    args: &ForgetArgs,
+) -> Result<(), CtlError> {
+    let mut client = session.client().await?;
+    let request = session.request(v1::ForgetRequest {
+        containers: args.containers.clone(),
+        all_stopped: args.stopped,
+    });
+    let response = client
+        .forget(request)
+        .await
+        .map_err(|status| session.failed(status))?;
+    out.emit(&ForgetView::from(response.into_inner()))
 }
 
 /// `allow` / `deny`: every target in one request, which the daemon applies atomically.

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use crate::table::{Align, Table, pairs, sanitize, width};
 use crate::view::{
-    ChangeView, ContainerList, ContainerView, DnsView, DoctorView, LogEventView, ModeChangeView,
-    PrepareView, PreviewView, ProfileList, RulesView, SetupView, StateReport, StateView,
-    StatusView,
+    ChangeView, ContainerList, ContainerView, DnsView, DoctorView, ForgetView, LogEventView,
+    ModeChangeView, PrepareView, PreviewView, ProfileList, RulesView, SetupView, StateReport,
+    StateView, StatusView,
 };
 
 /// Something shieldctl prints: as text by default, as JSON with `--json`.
@@ -172,6 +172,26 @@ impl Render for StateReport {
     /// Exactly one word and a newline.
     fn human(&self) -> String {
         format!("{}\n", self.state.as_str())
+    }
+}
+
+impl Render for ForgetView {
+    /// One line per container forgotten, or a line saying there was none.
+    fn human(&self) -> String {
+        if self.forgotten.is_empty() {
+            return "no stopped container to forget\n".to_owned();
+        }
+        self.forgotten
+            .iter()
+            .map(|f| {
+                let short = f.id.get(..12).unwrap_or(&f.id);
+                if f.name.is_empty() {
+                    format!("forgot {short}\n")
+                } else {
+                    format!("forgot {short} ({})\n", f.name)
+                }
+            })
+            .collect()
     }
 }
 

@@ -421,6 +421,37 @@ impl From<&ContainerView> for StateReport {
     }
 }
 
+/// What `forget` forgot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForgetView {
+    /// The containers forgotten, by id.
+    pub forgotten: Vec<ForgottenView>,
+}
+
+/// One forgotten container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForgottenView {
+    /// Full container id.
+    pub id: String,
+    /// shield name, may be empty.
+    pub name: String,
+}
+
+impl From<v1::ForgetResponse> for ForgetView {
+    fn from(response: v1::ForgetResponse) -> Self {
+        Self {
+            forgotten: response
+                .forgotten
+                .into_iter()
+                .map(|f| ForgottenView {
+                    id: f.id,
+                    name: f.name,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One audit event (`logs`); the keys are those of `audit.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogEventView {

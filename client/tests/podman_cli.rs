@@ -107,6 +107,13 @@ impl Shield for StatusOnly {
     ) -> Result<Response<v1::GetDnsResponse>, Status> {
         fake()
     }
+
+    async fn forget(
+        &self,
+        _: Request<v1::ForgetRequest>,
+    ) -> Result<Response<v1::ForgetResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves the fake daemon at `socket` from a background thread.

@@ -33,6 +33,7 @@ struct FakeDaemon {
     modes: Arc<Mutex<Vec<v1::SetModeRequest>>>,
     logs: Arc<Mutex<Vec<v1::LogsRequest>>>,
     dns: Arc<Mutex<Vec<v1::GetDnsRequest>>>,
+    forgets: Arc<Mutex<Vec<v1::ForgetRequest>>>,
 }
 
 fn container(id: &str, name: &str, state: ContainerState, mode: Mode) -> v1::Container {
@@ -306,6 +307,34 @@ impl Shield for FakeDaemon {
             container: Some(after),
             previous,
         }))
+    }
+
+    /// `old` is stopped and can be forgotten; `web` and `dev` run; `--stopped` forgets `old`.
+    async fn forget(
+        &self,
+        request: Request<v1::ForgetRequest>,
+    ) -> Result<Response<v1::ForgetResponse>, Status> {
+        let request = request.into_inner();
+        self.forgets.lock().unwrap().push(request.clone());
+        let names = if request.all_stopped {
+            vec!["old".to_owned()]
+        } else {
+            request.containers.clone()
+        };
+        let mut forgotten = Vec::new();
+        for name in &names {
+            let known = known(name)?;
+            if known.state == i32::from(ContainerState::Running) {
+                return Err(Status::failed_precondition(format!(
+                    "container {name} (0123456789ab) is running: stop it first"
+                )));
+            }
+            forgotten.push(v1::ForgottenContainer {
+                id: known.id,
+                name: known.name,
+            });
+        }
+        Ok(Response::new(v1::ForgetResponse { forgotten }))
     }
 
     type LogsStream = EventStream;
@@ -670,6 +699,55 @@ fn mode_commands_send_the_mode_and_print_the_transition() {
         stderr(&output),
         "shieldctl: no container matches \"nope\"\n"
     );
+}
+
+#[test]
+fn forget_names_or_every_stopped_container() {
+    let daemon = FakeDaemon::default();
+    let (_dir, socket) = serve(daemon.clone());
+    assert_eq!(
+        succeeds(&socket, &["forget", "old"]),
+        "forgot fedcba987654 (old)\n"
+    );
+    let out = succeeds(&socket, &["forget", "--stopped", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"forgotten": [{"id": "fedcba9876543210fedcba9876543210", "name": "old"}]})
+    );
+
+    // A running container: the daemon's refusal, exit status 1.
+    let output = shieldctl(&socket, &["forget", "old", "web"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        stderr(&output),
+        "shieldctl: container web (0123456789ab) is running: stop it first\n"
+    );
+
+    let sent: Vec<(Vec<String>, bool)> = daemon
+        .forgets
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.containers.clone(), r.all_stopped))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (vec!["old".to_owned()], false),
+            (vec![], true),
+            (vec!["old".to_owned(), "web".to_owned()], false),
+        ]
+    );
+
+    // Nothing to forget, or both forms at once: usage errors, nothing sent.
+    for args in [&["forget"][..], &["forget", "--stopped", "old"][..]] {
+        let output = shieldctl(&socket, args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&output).contains("Usage"), "{}", stderr(&output));
+    }
+    assert_eq!(daemon.forgets.lock().unwrap().len(), 3);
 }
 
 #[test]

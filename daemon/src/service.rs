@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::AuditEvent;
 use crate::containers::{
-    Change, ContainerError, Containers, LookupError, Snapshot, TargetOutcome, error_chain,
+    Change, ContainerError, Containers, ForgetWhich, LookupError, Snapshot, TargetOutcome,
+    error_chain,
 };
 use crate::intent::{TargetError, parse_targets};
 use crate::oci::{self, OciError};
@@ -22,6 +23,9 @@ use crate::ruleset::{self, Mode, Policy};
 
 /// Most past audit events one `Logs` call sends.
 pub const MAX_LOG_EVENTS: u32 = 10_000;
+
+/// Most containers one `Forget` may name.
+pub const MAX_FORGET: usize = 1024;
 
 /// The gRPC service over the container manager.
 #[derive(Debug)]
@@ -80,11 +84,12 @@ impl From<ServiceError> for Status {
             ServiceError::Container(ContainerError::Lookup(LookupError::Ambiguous { .. })) => {
                 Status::invalid_argument(message)
             }
-            ServiceError::Container(ContainerError::Kernel { .. }) => {
-                Status::failed_precondition(message)
-            }
+            ServiceError::Container(
+                ContainerError::Kernel { .. } | ContainerError::Running { .. },
+            ) => Status::failed_precondition(message),
             ServiceError::Container(
                 ContainerError::Store { .. }
+                | ContainerError::Forget { .. }
                 | ContainerError::Dns { .. }
                 | ContainerError::Internal(_),
             )
@@ -431,6 +436,47 @@ impl pb::shield_server::Shield for ShieldService {
         Ok(Response::new(pb::SetModeResponse {
             container: Some(to_proto(&snapshot)),
             previous: mode_to_proto(previous).into(),
+        }))
+    }
+
+    async fn forget(
+        &self,
+        request: Request<pb::ForgetRequest>,
+    ) -> Result<Response<pb::ForgetResponse>, Status> {
+        let request = request.into_inner();
+        if request.all_stopped != request.containers.is_empty() {
+            return Err(ServiceError::BadRequest(
+                "name the containers to forget, or ask for every stopped one (not both)".into(),
+            )
+            .into());
+        }
+        if request.containers.len() > MAX_FORGET {
+            return Err(ServiceError::BadRequest(format!(
+                "{} containers in one request; at most {MAX_FORGET}",
+                request.containers.len()
+            ))
+            .into());
+        }
+        let containers = Arc::clone(&self.containers);
+        // Run to the end even if the client goes away: the removals are not undone.
+        let forgotten = to_completion(async move {
+            let which = if request.all_stopped {
+                ForgetWhich::AllStopped
+            } else {
+                ForgetWhich::Named(&request.containers)
+            };
+            containers.forget(which).await
+        })
+        .await
+        .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::ForgetResponse {
+            forgotten: forgotten
+                .into_iter()
+                .map(|f| pb::ForgottenContainer {
+                    id: f.id,
+                    name: f.name,
+                })
+                .collect(),
         }))
     }
 

@@ -293,6 +293,13 @@ impl Shield for FakeDaemon {
     ) -> Result<Response<v1::GetDnsResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn forget(
+        &self,
+        _: Request<v1::ForgetRequest>,
+    ) -> Result<Response<v1::ForgetResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves `daemon` on a fresh socket from a background thread; returns the socket path.

@@ -71,9 +71,64 @@ pub enum ContainerError {
         #[source]
         source: std::io::Error,
     },
+    /// The container runs, and the operation is for stopped containers only.
+    #[error("container {name} ({}) is running: stop it first", short_id(id))]
+    Running {
+        /// The container.
+        id: String,
+        /// Its display name.
+        name: String,
+    },
+    /// A stopped container's state could not be removed; it is still known. Containers listed
+    /// in `before` (earlier in id order) were forgotten.
+    #[error(
+        "container {id}: cannot remove its state (forgotten before it: {})",
+        list_or_none(before)
+    )]
+    Forget {
+        /// The container.
+        id: String,
+        /// The containers forgotten before the failure.
+        before: Vec<String>,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
     /// A blocking task died (a bug: it panicked).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The first 12 characters of a container id, as `podman ps` shows it.
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// `a, b` or `none`, for error messages.
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Which containers [`Containers::forget`] forgets.
+#[derive(Clone, Copy, Debug)]
+pub enum ForgetWhich<'a> {
+    /// These (ids, unique id prefixes or names); every one must be stopped.
+    Named(&'a [String]),
+    /// Every stopped container.
+    AllStopped,
+}
+
+/// A container [`Containers::forget`] forgot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Its id.
+    pub id: String,
+    /// Its display name.
+    pub name: String,
 }
 
 /// Why a container reference does not resolve.
@@ -281,6 +336,30 @@ impl Containers {
         Arc::clone(&entry.container)
     }
 
+    /// The entry for `id` (created if new), locked. An entry forgotten while this waited for
+    /// its lock is not used (a container attached through it would be out of everyone's
+    /// sight): the next one is taken.
+    async fn lock_entry(
+        &self,
+        id: &str,
+        name: &str,
+    ) -> (Arc<Mutex<Container>>, OwnedMutexGuard<Container>) {
+        loop {
+            let entry = self.entry(id, name);
+            let guard = Arc::clone(&entry).lock_owned().await;
+            if self.is_listed(id, &entry) {
+                return (entry, guard);
+            }
+        }
+    }
+
+    /// Whether `entry` is the one listed for `id`.
+    fn is_listed(&self, id: &str, entry: &Arc<Mutex<Container>>) -> bool {
+        self.entries()
+            .get(id)
+            .is_some_and(|listed| Arc::ptr_eq(&listed.container, entry))
+    }
+
     /// Resolves an id, a name, or a unique id prefix to a known container.
     pub fn find(&self, query: &str) -> Result<(String, Arc<Mutex<Container>>), LookupError> {
         let entries = self.entries();
@@ -340,23 +419,105 @@ impl Containers {
         pid: u32,
     ) -> Result<Snapshot, ContainerError> {
         let profile = self.profiles.compose(&profiles)?;
-        let entry = self.entry(id, name);
-        let mut container = entry.lock().await;
+        let (entry, mut container) = self.lock_entry(id, name).await;
         let attached = self
             .attach_locked(&entry, &mut container, id, name, profiles, profile, pid)
             .await;
         if attached.is_err() && container.state.is_none() {
             // A container shield never attached leaves no trace: a leftover entry would make
             // later lookups of its name ambiguous.
-            let mut entries = self.entries();
-            if entries
-                .get(id)
-                .is_some_and(|known| Arc::ptr_eq(&known.container, &entry))
-            {
-                entries.remove(id);
-            }
+            self.unlist(id, &entry);
         }
         attached
+    }
+
+    /// Takes `entry` off the list, if it is still the one listed for `id`.
+    fn unlist(&self, id: &str, entry: &Arc<Mutex<Container>>) {
+        let mut entries = self.entries();
+        if entries
+            .get(id)
+            .is_some_and(|listed| Arc::ptr_eq(&listed.container, entry))
+        {
+            entries.remove(id);
+        }
+    }
+
+    /// Forgets stopped containers: their state and change journal leave the disk and they
+    /// leave the daemon, so a later container with the same id starts from its profiles alone.
+    /// Their audit trails stay, with a last `forget` event.
+    ///
+    /// Containers named in `which` are all checked first: an unknown, ambiguous or running one
+    /// is an error, and nothing is forgotten. (A store failure midway is reported with the
+    /// containers already forgotten.)
+    pub async fn forget(&self, which: ForgetWhich<'_>) -> Result<Vec<Forgotten>, ContainerError> {
+        let chosen: BTreeMap<String, Arc<Mutex<Container>>> = match which {
+            ForgetWhich::Named(queries) => queries
+                .iter()
+                .map(|query| self.find(query))
+                .collect::<Result<_, _>>()?,
+            ForgetWhich::AllStopped => self
+                .entries()
+                .iter()
+                .map(|(id, entry)| (id.clone(), Arc::clone(&entry.container)))
+                .collect(),
+        };
+        // Every chosen container is locked (in id order; no other path holds two container
+        // locks at once) before anything is removed: none can start meanwhile.
+        let mut held = Vec::with_capacity(chosen.len());
+        for (id, entry) in chosen {
+            let guard = Arc::clone(&entry).lock_owned().await;
+            let Some(state) = guard.state.as_ref() else {
+                // Forgotten meanwhile (or never attached): nothing to do.
+                continue;
+            };
+            if guard.running.is_some() {
+                match which {
+                    ForgetWhich::Named(_) => {
+                        return Err(ContainerError::Running {
+                            name: state.name.clone(),
+                            id,
+                        });
+                    }
+                    ForgetWhich::AllStopped => continue,
+                }
+            }
+            held.push((id, entry, guard));
+        }
+        let mut forgotten: Vec<Forgotten> = Vec::with_capacity(held.len());
+        for (id, entry, mut guard) in held {
+            let store = self.store.clone();
+            let removing = id.clone();
+            let removed = tokio::task::spawn_blocking(move || store.remove(&removing))
+                .await
+                .map_err(|err| {
+                    ContainerError::Internal(format!("the removal's task failed: {err}"))
+                })?;
+            if let Err(source) = removed {
+                return Err(ContainerError::Forget {
+                    id,
+                    before: forgotten.into_iter().map(|f| f.id).collect(),
+                    source,
+                });
+            }
+            let Some(state) = guard.state.take() else {
+                continue;
+            };
+            self.record(
+                &state,
+                "forget",
+                "",
+                "stopped container forgotten: its intent removed",
+            );
+            self.audit.close(&id);
+            *guard = Container::default();
+            self.unlist(&id, &entry);
+            tracing::info!(container = %id, name = %state.name, "container forgotten");
+            forgotten.push(Forgotten {
+                id,
+                name: state.name,
+            });
+        }
+        Ok(forgotten)
     }
 
     #[allow(
