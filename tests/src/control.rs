@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::daemon::{Daemon, find_container};
 use crate::hook::{Stage, oci_state};
-use crate::netns::TestNet;
+use crate::netns::{Owner, TestNet};
 use crate::probe::{Outcome, Proto};
 
 /// The profile name the live-control tests attach with.
@@ -22,6 +22,14 @@ pub fn profile(net: &TestNet) -> String {
         net.peer_a(),
         net.peer_v6()
     )
+}
+
+/// A daemon as `owner` with the [`PROFILE`] profile of `net`.
+pub fn daemon_for(owner: Owner, net: &TestNet) -> Daemon {
+    Daemon::builder()
+        .owner(owner)
+        .profile(PROFILE, &profile(net))
+        .start()
 }
 
 /// Runs the createRuntime hook for container `id` (profile [`PROFILE`], name `name`) whose

@@ -10,17 +10,10 @@
 
 use nix::sys::signal::Signal;
 use shield_tests::control::{
-    PROFILE, assert_passes, assert_refused, attach, audit, profile, release, state, strings, view,
+    assert_passes, assert_refused, attach, audit, daemon_for, release, state, strings, view,
 };
 use shield_tests::daemon::{Daemon, find_container};
 use shield_tests::netns::{Owner, TestNet};
-
-fn daemon_for(owner: Owner, net: &TestNet) -> Daemon {
-    Daemon::builder()
-        .owner(owner)
-        .profile(PROFILE, &profile(net))
-        .start()
-}
 
 /// Whether `shieldctl ps --json` lists `id`.
 fn listed(daemon: &Daemon, id: &str) -> bool {

@@ -18,20 +18,12 @@ use std::time::{Duration, Instant};
 
 use shield_tests::control::{
     PROFILE, assert_loopback, assert_no_tcp, assert_passes, assert_refused, attach, audit,
-    host_as_address, profile, release, state, strings, view,
+    daemon_for, host_as_address, profile, release, state, strings, view,
 };
 use shield_tests::daemon::{Daemon, container_state, find_container};
 use shield_tests::dns::Dnsmasq;
 use shield_tests::netns::{NsProcess, Owner, TestNet};
 use shield_tests::nft;
-
-/// A daemon as `owner` with the [`PROFILE`] profile of `net`.
-fn daemon_for(owner: Owner, net: &TestNet) -> Daemon {
-    Daemon::builder()
-        .owner(owner)
-        .profile(PROFILE, &profile(net))
-        .start()
-}
 
 fn table(net: &TestNet) -> nft::Table {
     nft::list_table(&net.container).expect("table inet shield")

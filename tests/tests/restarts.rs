@@ -11,19 +11,12 @@
 
 use nix::sys::signal::Signal;
 use shield_tests::control::{
-    PROFILE, assert_loopback, assert_no_tcp, assert_passes, assert_refused, attach, profile,
-    release, state, strings, view, wait_state,
+    assert_loopback, assert_no_tcp, assert_passes, assert_refused, attach, daemon_for, release,
+    state, strings, view, wait_state,
 };
 use shield_tests::daemon::{Daemon, container_state};
 use shield_tests::netns::{NsProcess, Owner, TestNet};
 use shield_tests::nft;
-
-fn daemon_for(owner: Owner, net: &TestNet) -> Daemon {
-    Daemon::builder()
-        .owner(owner)
-        .profile(PROFILE, &profile(net))
-        .start()
-}
 
 /// Panics unless the profile-allowed peer A is denied (traffic, oracle, daemon's view) while
 /// the rest of the profile still works.

@@ -113,6 +113,13 @@ fn list_or_none(items: &[String]) -> String {
     }
 }
 
+/// Whether `entries` lists `entry` for `id` (and not another entry made for the same id since).
+fn lists(entries: &BTreeMap<String, Entry>, id: &str, entry: &Arc<Mutex<Container>>) -> bool {
+    entries
+        .get(id)
+        .is_some_and(|listed| Arc::ptr_eq(&listed.container, entry))
+}
+
 /// Which containers [`Containers::forget`] forgets.
 #[derive(Clone, Copy, Debug)]
 pub enum ForgetWhich<'a> {
@@ -355,9 +362,7 @@ impl Containers {
 
     /// Whether `entry` is the one listed for `id`.
     fn is_listed(&self, id: &str, entry: &Arc<Mutex<Container>>) -> bool {
-        self.entries()
-            .get(id)
-            .is_some_and(|listed| Arc::ptr_eq(&listed.container, entry))
+        lists(&self.entries(), id, entry)
     }
 
     /// Resolves an id, a name, or a unique id prefix to a known container.
@@ -434,10 +439,7 @@ impl Containers {
     /// Takes `entry` off the list, if it is still the one listed for `id`.
     fn unlist(&self, id: &str, entry: &Arc<Mutex<Container>>) {
         let mut entries = self.entries();
-        if entries
-            .get(id)
-            .is_some_and(|listed| Arc::ptr_eq(&listed.container, entry))
-        {
+        if lists(&entries, id, entry) {
             entries.remove(id);
         }
     }
