@@ -519,12 +519,17 @@ impl pb::shield_server::Shield for ShieldService {
         let filter = if request.container.is_empty() {
             None
         } else {
-            Some(
-                self.containers
-                    .find(&request.container)
-                    .map_err(ServiceError::from)?
-                    .0,
-            )
+            match self.containers.find(&request.container) {
+                Ok((id, _)) => Some(id),
+                // A forgotten container's trail stays: its full id still reads it.
+                Err(LookupError::NotFound(_))
+                    if oci::validate_id(&request.container).is_ok()
+                        && self.containers.audit().path(&request.container).exists() =>
+                {
+                    Some(request.container.clone())
+                }
+                Err(err) => return Err(ServiceError::from(err).into()),
+            }
         };
         let last = usize::try_from(request.last.min(MAX_LOG_EVENTS)).unwrap_or(usize::MAX);
         // Subscribe before reading the files, so that no event falls between the two.

@@ -88,6 +88,17 @@ fn forget_round(owner: Owner) {
     assert_eq!(last[0]["container"], id.as_str(), "{last:?}");
     daemon.ctl_fails(&["state", &id]);
     daemon.ctl_fails(&["forget", &id]);
+    // Its trail, by full id (a name or a prefix no longer resolves).
+    let trail = audit(&daemon, Some(&id), 100);
+    let actions: Vec<&str> = trail.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(
+        actions.first().copied(),
+        Some("attach"),
+        "the whole trail stays: {actions:?}"
+    );
+    assert_eq!(actions.last().copied(), Some("forget"), "{actions:?}");
+    assert!(actions.contains(&"deny"), "{actions:?}");
+    daemon.ctl_fails(&["logs", "web"]);
 
     // Same id again: the profile alone (A allowed again, B not), mode up.
     net.restart_container();
