@@ -80,14 +80,17 @@ impl Spares {
     /// (its receive queue emptied) or, if none is left, one made now. Must be called within the
     /// tokio runtime (the socket is registered with its reactor).
     pub fn take(&self, server: SocketAddr) -> Result<UdpSocket, SocketError> {
-        self.used.store(true, Ordering::Relaxed);
-        while let Some(spare) = self.lock().ready.get_mut(&server).and_then(Vec::pop) {
-            if discard_queued(&spare).is_ok() {
-                return Ok(spare);
+        loop {
+            let spare = self.lock().ready.get_mut(&server).and_then(Vec::pop);
+            // After the pop: a restock that ran before it saw the stock still full.
+            self.used.store(true, Ordering::Relaxed);
+            match spare {
+                Some(spare) if discard_queued(&spare).is_ok() => return Ok(spare),
+                // A socket in an error state is not worth a query: try the next one.
+                Some(_) => {}
+                None => return connected_socket(server),
             }
-            // A socket in an error state is not worth a query: try the next one.
         }
-        connected_socket(server)
     }
 
     /// Takes back a used socket, to be closed by the next [`restock`](Self::restock).
@@ -137,13 +140,20 @@ impl Spares {
         drop(spent);
         drop(gone);
         for (server, missing) in wanted {
-            let made: Vec<UdpSocket> = (0..missing)
+            let mut made: Vec<UdpSocket> = (0..missing)
                 .map_while(|_| connected_socket(server).ok())
                 .collect();
-            let mut stock = self.lock();
-            let ready = stock.ready.entry(server).or_default();
-            let room = PER_SERVER.saturating_sub(ready.len());
-            ready.extend(made.into_iter().take(room));
+            // Another restock may have filled the stock meanwhile: the extra ones are closed
+            // after the lock is released.
+            let extra = {
+                let mut stock = self.lock();
+                let ready = stock.ready.entry(server).or_default();
+                let room = PER_SERVER.saturating_sub(ready.len());
+                let extra = made.split_off(room.min(made.len()));
+                ready.append(&mut made);
+                extra
+            };
+            drop(extra);
         }
     }
 
