@@ -11,7 +11,7 @@ use crate::table::{Align, Table, pairs, sanitize, width};
 use crate::view::{
     ChangeView, ContainerList, ContainerView, DnsView, DoctorView, ForgetView, LogEventView,
     ModeChangeView, PrepareView, PreviewView, ProfileList, RulesView, SetupView, StateReport,
-    StateView, StatusView,
+    StateView, StatusView, short_id,
 };
 
 /// Something shieldctl prints: as text by default, as JSON with `--json`.
@@ -184,7 +184,7 @@ impl Render for ForgetView {
         self.forgotten
             .iter()
             .map(|f| {
-                let short = f.id.get(..12).unwrap_or(&f.id);
+                let short = short_id(&f.id);
                 if f.name.is_empty() {
                     format!("forgot {short}\n")
                 } else {
@@ -204,7 +204,7 @@ impl Render for LogEventView {
     /// the short id stands in for a missing name, `-` for a missing target.
     fn human(&self) -> String {
         let name = if self.name.is_empty() {
-            self.container.get(..12).unwrap_or(&self.container)
+            short_id(&self.container)
         } else {
             &self.name
         };

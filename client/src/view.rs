@@ -147,10 +147,15 @@ pub struct ContainerView {
     pub denied_domains: Option<Vec<String>>,
 }
 
+/// A container id as podman shows it (its first 12 characters).
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 impl ContainerView {
     /// The id as podman shows it (12 characters).
     pub fn short_id(&self) -> &str {
-        self.id.get(..12).unwrap_or(&self.id)
+        short_id(&self.id)
     }
 
     /// What to call the container in one-line messages: its name, else its short id.
