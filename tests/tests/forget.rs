@@ -27,10 +27,11 @@ fn forget_round(owner: Owner) {
     let id = shield_tests::fresh_container_id();
     let short = &id[..12];
     attach(&daemon, &id, "web", net.pid());
-    // Live changes to lose: a deny of a profile allow, an allow beyond the profile.
+    // Live changes to lose: a deny of a profile allow, an allow beyond the profile, a mode.
     daemon.ctl(&["deny", &id, &net.peer_a().to_string()]);
     daemon.ctl(&["allow", &id, &net.peer_b().to_string()]);
-    assert_refused(&net, net.peer_a(), "after deny A");
+    daemon.ctl(&["down", &id]);
+    assert_refused(&net, net.peer_a(), "after deny A (down: the deny wins)");
     assert_passes(&net, net.peer_b(), "after allow B");
 
     // Running: refused by name and by id, nothing changes; `--stopped` keeps it.
