@@ -329,11 +329,13 @@ fn sigkill_mid_save_leaves_old_or_new_state() {
     let save_micros = u64::try_from(started.elapsed().as_micros() / 5)
         .unwrap()
         .max(1);
-    let mut last = version_of(&store.load(ID).unwrap().unwrap());
+    let mut progress = crash::Progress::from(
+        "the saved version",
+        version_of(&store.load(ID).unwrap().unwrap()),
+    );
 
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut kills: u64 = 0;
-    let mut advanced = 0;
     while Instant::now() < deadline || kills < 10 {
         let child = crash::start_child("crash_child_saves_until_killed", CHILD_ENV, dir.path());
         // Kill at a different moment each time, anywhere within the first three saves, to land in
@@ -346,18 +348,11 @@ fn sigkill_mid_save_leaves_old_or_new_state() {
             .load(ID)
             .unwrap_or_else(|err| panic!("after kill {kills}: {err}"))
             .unwrap_or_else(|| panic!("after kill {kills}: no state"));
-        let now = version_of(&state);
-        assert!(
-            now >= last,
-            "after kill {kills}: version went back from {last} to {now}"
-        );
-        if now > last {
-            advanced += 1;
-        }
-        last = now;
+        progress.saw(kills, version_of(&state));
     }
     // Otherwise the test proved nothing: the child must have saved between kills.
-    assert!(advanced > 0, "no save completed in {kills} runs");
+    progress.assert_advanced(kills);
+    let last = progress.last();
 
     let (states, errors) = store.load_all();
     assert!(errors.is_empty(), "{errors:?}");
@@ -370,6 +365,7 @@ fn sigkill_mid_save_leaves_old_or_new_state() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     eprintln!(
-        "{kills} kills, {advanced} after progress, last version {last}, one save ≈ {save_micros} µs"
+        "{kills} kills, {} after progress, last version {last}, one save ≈ {save_micros} µs",
+        progress.advanced()
     );
 }

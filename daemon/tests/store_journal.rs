@@ -304,8 +304,7 @@ fn sigkill_mid_append_loses_no_acknowledged_change() {
 
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut kills: u64 = 0;
-    let mut advanced = 0;
-    let mut last = 0;
+    let mut progress = crash::Progress::from("the journalled changes", 0);
     while Instant::now() < deadline || kills < 10 {
         let child = crash::start_child("crash_child_appends_until_killed", CHILD_ENV, dir.path());
         // A different moment each time, over a few appends (each a few hundred µs).
@@ -326,15 +325,12 @@ fn sigkill_mid_append_loses_no_acknowledged_change() {
             expected,
             "after kill {kills}: not exactly the first {now} changes"
         );
-        assert!(
-            now >= last,
-            "after kill {kills}: went back from {last} to {now} changes"
-        );
-        if now > last {
-            advanced += 1;
-        }
-        last = now;
+        progress.saw(kills, now);
     }
-    assert!(advanced > 0, "no append completed in {kills} runs");
-    eprintln!("{kills} kills, {advanced} after progress, {last} changes");
+    progress.assert_advanced(kills);
+    eprintln!(
+        "{kills} kills, {} after progress, {} changes",
+        progress.advanced(),
+        progress.last()
+    );
 }

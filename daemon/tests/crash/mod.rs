@@ -54,3 +54,58 @@ pub fn kill_after(mut child: Child, pause: Duration) {
         "the child died on its own: {status:?}"
     );
 }
+
+/// What a crash test saw of the child's work across its kills: a count (a version, a number of
+/// changes) that must never go back, and must move on at least once, or the test proved nothing.
+#[derive(Debug)]
+pub struct Progress {
+    /// What the count counts, for messages.
+    what: &'static str,
+    /// The count after the latest kill.
+    last: u64,
+    /// How many kills came after the count moved on.
+    advanced: usize,
+}
+
+impl Progress {
+    /// Starting from `start` (the count before the first child).
+    pub fn from(what: &'static str, start: u64) -> Self {
+        Self {
+            what,
+            last: start,
+            advanced: 0,
+        }
+    }
+
+    /// Records the count `now` seen after kill number `kill`; panics if it went back.
+    pub fn saw(&mut self, kill: u64, now: u64) {
+        let (what, last) = (self.what, self.last);
+        assert!(
+            now >= last,
+            "after kill {kill}: {what} went back from {last} to {now}"
+        );
+        if now > last {
+            self.advanced += 1;
+        }
+        self.last = now;
+    }
+
+    /// Panics unless the count moved on between some two kills of the `kills`.
+    pub fn assert_advanced(&self, kills: u64) {
+        assert!(
+            self.advanced > 0,
+            "{}: no progress in {kills} runs",
+            self.what
+        );
+    }
+
+    /// The count after the latest kill.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// How many kills came after progress.
+    pub fn advanced(&self) -> usize {
+        self.advanced
+    }
+}
