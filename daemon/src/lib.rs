@@ -16,6 +16,7 @@ pub mod config;
 pub mod containers;
 pub mod dns;
 pub mod intent;
+pub mod journal_sync;
 pub mod learnt;
 pub mod logging;
 pub mod netns;

@@ -11,11 +11,17 @@
 //!   over `state.json`, the directory fsynced. Rename is atomic, so a crash at any moment leaves
 //!   either the old or the new state, never a torn one. A save empties the journal.
 //! - An **append** records one live change (`allow` or `deny` of some targets) as one line of
-//!   the journal, `fdatasync`ed: what a change costs on disk follows the size of the change, not
-//!   of the container's state (a save of 100 000 allowed addresses writes 2 MB and three fsyncs).
+//!   the journal: what a change costs on disk follows the size of the change, not of the
+//!   container's state (a save of 100 000 allowed addresses writes 2 MB and three fsyncs).
 //!   Each line carries a sequence number; `state.json` records the last one it includes, so a
 //!   line that a save has already folded in is never applied twice, and a line torn by a crash
 //!   (never acknowledged: the append had not returned) is ignored.
+//! - How durable a line is when the append returns is the caller's choice ([`Durability`]):
+//!   `fdatasync`ed, or only written (it survives the daemon's crash, and a power loss only once
+//!   [`Store::sync_journal`] has run). An `fdatasync` makes every earlier line of the file
+//!   durable too, so after a power loss the lines that are missing are always the last ones —
+//!   possibly as a hole of zero bytes (the file's length got to the disk, their data did not):
+//!   a load cuts the journal at such a hole.
 //! - A **load** reads `state.json` and replays the journal's newer lines with the same
 //!   [`Intent`] operations that made them.
 
@@ -286,6 +292,16 @@ impl JournalEntry {
     }
 }
 
+/// How durable [`Store::append`] makes a line before it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk (`fdatasync`), with every earlier line: survives a power loss.
+    Synced,
+    /// Written to the file (the kernel's page cache): survives the daemon's crash or kill, and
+    /// a power loss once [`Store::sync_journal`] has run for the container.
+    Written,
+}
+
 /// Where an appended change starts in the journal, to take it back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JournalMark {
@@ -385,11 +401,16 @@ impl Store {
             .map_err(|err| StoreError::io(&journal_path, err))
     }
 
-    /// Appends one change to the container's journal. Returns once the line is durable
-    /// (`fdatasync`), with the mark that [`take_back`](Self::take_back) needs.
+    /// Appends one change to the container's journal. Returns once the line is as durable as
+    /// `durability` asks, with the mark that [`take_back`](Self::take_back) needs.
     ///
     /// The container must have been saved once: a journal without a state is never read.
-    pub fn append(&self, id: &str, entry: &JournalEntry) -> Result<JournalMark, StoreError> {
+    pub fn append(
+        &self,
+        id: &str,
+        entry: &JournalEntry,
+        durability: Durability,
+    ) -> Result<JournalMark, StoreError> {
         oci::validate_id(id)?;
         let path = self.container_dir(id).join(JOURNAL_FILE);
         let mut line = serde_json::to_vec(entry).map_err(|source| StoreError::Serialize {
@@ -416,7 +437,11 @@ impl Store {
             Err(err) => return Err(io_error(err)),
         };
         let offset = complete_length(&mut journal).map_err(io_error)?;
-        if let Err(err) = journal.write_all(&line).and_then(|()| journal.sync_data()) {
+        let written = journal.write_all(&line).and_then(|()| match durability {
+            Durability::Synced => journal.sync_data(),
+            Durability::Written => Ok(()),
+        });
+        if let Err(err) = written {
             // Best effort: a line the caller is told failed must not be replayed.
             let _ = journal.set_len(offset);
             return Err(io_error(err));
@@ -431,19 +456,25 @@ impl Store {
         })
     }
 
+    /// Makes every line of container `id`'s journal durable (`fdatasync`). A journal that is
+    /// gone (the container was forgotten) has nothing to make durable.
+    pub fn sync_journal(&self, id: &str) -> Result<(), StoreError> {
+        oci::validate_id(id)?;
+        let path = self.container_dir(id).join(JOURNAL_FILE);
+        match File::open(&path) {
+            Ok(journal) => journal
+                .sync_data()
+                .map_err(|err| StoreError::io(&path, err)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(StoreError::io(&path, err)),
+        }
+    }
+
     /// Takes back the change appended at `mark` (and anything after it), durably: the change
     /// failed elsewhere and must not come back with a restart.
     pub fn take_back(&self, id: &str, mark: JournalMark) -> Result<(), StoreError> {
         oci::validate_id(id)?;
-        let path = self.container_dir(id).join(JOURNAL_FILE);
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|journal| {
-                journal.set_len(mark.offset)?;
-                journal.sync_data()
-            })
-            .map_err(|err| StoreError::io(&path, err))
+        cut_journal(&self.container_dir(id).join(JOURNAL_FILE), mark.offset)
     }
 
     /// Removes the state of container `id` (and its directory, when nothing else is in it).
@@ -513,7 +544,19 @@ impl Store {
         };
         // Only complete lines: a torn last line was never acknowledged.
         let complete = text.get(..complete_lines(&text)).unwrap_or_default();
+        let mut start = 0;
         for (index, line) in complete.split(|&byte| byte == b'\n').enumerate() {
+            let line_start = start;
+            start += line.len() + 1;
+            if line.contains(&0) {
+                // A power loss took the data of the lines from here on, not the file's length.
+                // They were never synced, and no line after them was (a sync takes every
+                // earlier line along): cut them off, or the next append would land behind the
+                // hole, where no load reads it.
+                cut_journal(&path, line_start as u64)?;
+                tracing::warn!(container = %state.id, path = %path.display(), line = index + 1, "journal cut at a hole a power loss left: the changes from this line on were lost");
+                break;
+            }
             if line.is_empty() {
                 continue;
             }
@@ -622,6 +665,18 @@ fn create_private_dir(dir: &Path, recursive: bool) -> Result<(), StoreError> {
     // too open; one chmod is cheap next to the fsyncs of a save.
     fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
         .map_err(|err| StoreError::io(dir, err))
+}
+
+/// Cuts the journal at `path` to its first `length` bytes, durably.
+fn cut_journal(path: &Path, length: u64) -> Result<(), StoreError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|journal| {
+            journal.set_len(length)?;
+            journal.sync_data()
+        })
+        .map_err(|err| StoreError::io(path, err))
 }
 
 /// Opens (creating it if need be) the journal at `path`, for writing.

@@ -155,6 +155,10 @@ fn sigkill(owner: Owner) {
     daemon.ctl(&["block", "kept"]);
     assert_eq!(state(&daemon, "kept"), "block");
     assert_no_tcp(&net, net.peer_a(), "block");
+    // The last change before the kill is an allow: it is answered once written to the journal,
+    // before it is synced, and a crash of the daemon must not lose it.
+    daemon.ctl(&["allow", "kept", &net.peer_v6_b().to_string()]);
+    assert_no_tcp(&net, net.peer_v6_b(), "block, allowed");
 
     let status = daemon.kill_with(Signal::SIGKILL);
     assert!(!status.success(), "SIGKILL: {status}");
@@ -178,9 +182,18 @@ fn sigkill(owner: Owner) {
     assert_eq!(state(&daemon, "kept"), "up");
     assert_passes(&net, net.peer_a(), "up after the restart: profile");
     assert_passes(&net, net.peer_b(), "up after the restart: live allow kept");
-    assert_refused(&net, net.peer_v6_b(), "up after the restart: never allowed");
-    daemon.ctl(&["allow", "kept", &net.peer_v6_b().to_string()]);
-    assert_passes(&net, net.peer_v6_b(), "a new allow after the restart");
+    assert_passes(
+        &net,
+        net.peer_v6_b(),
+        "up after the restart: the allow made just before the kill",
+    );
+    assert_refused(
+        &net,
+        net.peer_public_v4(),
+        "up after the restart: never allowed",
+    );
+    daemon.ctl(&["allow", "kept", &net.peer_public_v4().to_string()]);
+    assert_passes(&net, net.peer_public_v4(), "a new allow after the restart");
     daemon.ctl(&["deny", "kept", &net.peer_b().to_string()]);
     assert_refused(&net, net.peer_b(), "a new deny after the restart");
     // A change to a stopped container's live state is refused or recorded, never applied to a

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::future::Either;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::attach::{self, AttachError, Attachment, Reattached, micros};
@@ -24,6 +25,7 @@ use crate::dns::proxy::{Proxy, ProxyHandle, ProxySettings};
 use crate::dns::servers::UpstreamServers;
 use crate::dns::upstream::Forwarder;
 use crate::intent::{Applied, Direction, Intent, Target};
+use crate::journal_sync::JournalSync;
 use crate::learnt::LearntAddrs;
 use crate::netns::HelperPool;
 use crate::profiles::{DomainPattern, ProfileEntries, ProfileError, ProfileStore};
@@ -31,7 +33,9 @@ use crate::resolve::{HostResolver, Learnt};
 use crate::ruleset::{
     self, ElementChanges, Family, IpRange, Mode, ProfileIndex, Set, SetElement, SetKind, Table,
 };
-use crate::store::{ContainerState, JournalAction, JournalEntry, JournalMark, Store, StoreError};
+use crate::store::{
+    ContainerState, Durability, JournalAction, JournalEntry, JournalMark, Store, StoreError,
+};
 
 pub use dns::{ContainerGate, NamePolicyCell, name_policy};
 
@@ -240,6 +244,18 @@ impl Change {
             Self::Deny => Direction::Deny,
         }
     }
+
+    /// How durable the change's journal line must be before the change is answered. A deny
+    /// must survive a power loss: losing it would reopen what it closed. An allow only widens
+    /// (lifting a deny included), so losing it to a power loss fails closed; it is answered
+    /// once written, which a crash of the daemon cannot undo, and synced a moment later
+    /// ([`JournalSync`]).
+    fn durability(self) -> Durability {
+        match self {
+            Self::Allow => Durability::Written,
+            Self::Deny => Durability::Synced,
+        }
+    }
 }
 
 /// A snapshot of one container, for answers.
@@ -264,6 +280,7 @@ pub struct Containers {
     config: Config,
     profiles: ProfileStore,
     store: Store,
+    journal_sync: Arc<JournalSync>,
     audit: AuditLog,
     helpers: Arc<HelperPool>,
     resolver: Option<HostResolver>,
@@ -297,6 +314,7 @@ impl Containers {
         Self {
             config,
             profiles,
+            journal_sync: JournalSync::new(store.clone()),
             store,
             audit,
             helpers,
@@ -675,15 +693,34 @@ impl Containers {
         self.store_meanwhile(&state.id.clone(), move |store| store.save(&state))
     }
 
-    /// Starts appending `entry` to container `id`'s journal on the blocking pool at once, for
-    /// work that goes on meanwhile; the returned future gives the outcome.
+    /// Appends `entry` to container `id`'s journal, for work that goes on meanwhile; the
+    /// returned future gives the outcome. A line that must be synced is appended on the blocking
+    /// pool (the `fdatasync` waits on the disk); one only written costs a few microseconds of
+    /// page-cache write, less than the hop to another thread, and is appended here and now.
     fn journal_meanwhile(
         &self,
         id: &str,
         entry: JournalEntry,
+        durability: Durability,
     ) -> impl Future<Output = Result<JournalMark, ContainerError>> + use<> {
-        let owned_id = id.to_owned();
-        self.store_meanwhile(id, move |store| store.append(&owned_id, &entry))
+        match durability {
+            Durability::Written => Either::Left(std::future::ready(
+                self.store
+                    .append(id, &entry, durability)
+                    .map_err(|source| ContainerError::Store {
+                        id: id.to_owned(),
+                        source,
+                    }),
+            )),
+            Durability::Synced => {
+                let owned_id = id.to_owned();
+                Either::Right(
+                    self.store_meanwhile(id, move |store| {
+                        store.append(&owned_id, &entry, durability)
+                    }),
+                )
+            }
+        }
     }
 
     /// Runs `work` on the store on the blocking pool at once; the returned future gives its
@@ -831,10 +868,11 @@ impl Containers {
             return Ok((brief_snapshot(container)?, outcomes));
         }
 
-        // The change is answered once it is both in the kernel and on disk. The two do not
-        // depend on each other, so the change is journalled (an fdatasync) while the kernel
-        // works, and each is taken back if the other fails. A domain allow that changed nothing
-        // still refreshes the kernel, but has nothing to record.
+        // The change is answered once it is both in the kernel and in the journal (on disk for
+        // a deny, see `Change::durability`). The two do not depend on each other, so the change
+        // is journalled while the kernel works, and each is taken back if the other fails. A
+        // domain allow that changed nothing still refreshes the kernel, but has nothing to
+        // record.
         let started = Instant::now();
         let seq = state.journal_seq + 1;
         let journalling = applied.changed_anything().then(|| {
@@ -850,6 +888,7 @@ impl Containers {
                         .map(|moved| moved.target.to_string())
                         .collect(),
                 },
+                change.durability(),
             )
         });
         let kernel = match container.running.as_mut() {
@@ -908,6 +947,9 @@ impl Containers {
         };
         if mark.is_some() {
             state.journal_seq = seq;
+            if change.durability() == Durability::Written {
+                self.journal_sync.request(&id);
+            }
         }
         for outcome in outcomes.iter().filter(|outcome| outcome.changed) {
             let detail = match outcome.resolved.as_slice() {

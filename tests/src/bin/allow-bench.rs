@@ -5,8 +5,9 @@
 //! release builds: `bench/allow.sh` (see `docs/benchmarks.md`, "Live changes (allow)").
 //!
 //! Usage: `allow-bench [--count N] [--count-big N] [--big-budget SECS] [--warmup N] [--bulk N]
-//! [--log LEVEL]` (defaults 500, 100, 20, 20, 100 000, `info`; `--bulk 0` skips the large-set
-//! part; `--log` is the daemon's `SHIELD_LOG`).
+//! [--log LEVEL] [--keep-log PATH]` (defaults 500, 100, 20, 20, 100 000, `info`; `--bulk 0`
+//! skips the large-set part; `--log` is the daemon's `SHIELD_LOG`; `--keep-log` copies the
+//! daemon's log to PATH at the end, e.g. for its `change stages` lines at `shieldd=debug`).
 //!
 //! Containers, each in a fresh network namespace made by the benchmark (`unshare --net sleep`):
 //! - A, attached through `shield-hook createRuntime` with a one-address profile: takes the
@@ -60,6 +61,7 @@ struct Args {
     warmup: usize,
     bulk: usize,
     log: String,
+    keep_log: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -70,6 +72,7 @@ fn args() -> Args {
         warmup: 20,
         bulk: 100_000,
         log: "info".into(),
+        keep_log: None,
     };
     let mut it = std::env::args().skip(1);
     let number = |it: &mut std::iter::Skip<std::env::Args>, flag: &str| -> usize {
@@ -87,9 +90,10 @@ fn args() -> Args {
             "--warmup" => a.warmup = number(&mut it, "--warmup"),
             "--bulk" => a.bulk = number(&mut it, "--bulk"),
             "--log" => a.log = it.next().expect("--log LEVEL"),
+            "--keep-log" => a.keep_log = Some(it.next().expect("--keep-log PATH").into()),
             _ => {
                 eprintln!(
-                    "usage: allow-bench [--count N] [--count-big N] [--big-budget SECS] [--warmup N] [--bulk N] [--log LEVEL]"
+                    "usage: allow-bench [--count N] [--count-big N] [--big-budget SECS] [--warmup N] [--bulk N] [--log LEVEL] [--keep-log PATH]"
                 );
                 std::process::exit(2);
             }
@@ -604,6 +608,9 @@ fn main() {
     // Close the long-lived connection first: the daemon's graceful shutdown waits for it.
     drop(client);
     drop(rt);
+    if let Some(path) = &a.keep_log {
+        std::fs::write(path, daemon.log()).expect("write --keep-log");
+    }
     daemon.stop();
     drop(ns_a);
     drop(ns_c);
