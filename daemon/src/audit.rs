@@ -5,9 +5,9 @@
 //! restart, stopped. `shieldctl logs` reads it back ([`AuditLog::last`]) and the live `Watch`
 //! stream follows it ([`AuditLog::subscribe`]).
 //!
-//! Each line is appended with a single `write(2)` on an `O_APPEND` descriptor: the kernel appends
-//! it whole at the end of the file, so concurrent writers (tasks, threads, even processes) never
-//! interleave their lines. A line torn by a crash or a full disk is skipped when read.
+//! Each line (or the lines of one change) is appended with a single `write(2)` on an `O_APPEND`
+//! descriptor: the kernel appends it whole at the end of the file, so concurrent writers (tasks,
+//! threads, even processes) never interleave their lines. A line torn by a crash or a full disk is skipped when read.
 
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -93,7 +93,7 @@ pub enum AuditError {
         #[source]
         source: io::Error,
     },
-    /// The kernel wrote only part of the line (a full disk): the trail now holds a torn line,
+    /// The kernel wrote only part of the lines (a full disk): the trail now holds a torn line,
     /// which readers skip.
     #[error("{}: short write ({written} of {len} bytes)", path.display())]
     ShortWrite {
@@ -101,7 +101,7 @@ pub enum AuditError {
         path: PathBuf,
         /// Bytes written.
         written: usize,
-        /// Bytes of the line.
+        /// Bytes of the lines.
         len: usize,
     },
     /// The event could not be serialised (not expected to happen).
@@ -234,10 +234,26 @@ impl AuditLog {
     /// if the append failed: the live stream should not lose what the file could not keep; the
     /// error is still returned, for the caller to log.
     pub fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
-        oci::validate_id(&event.container)?;
-        let appended = self.append(&event);
-        // Err only means nobody is subscribed.
-        let _ = self.inner.events.send(event);
+        self.record_all(vec![event])
+    }
+
+    /// [`record`](Self::record) for several events at once, in order, with one `write(2)` per
+    /// container (a change of 1 024 targets is 1 024 events: one write each cost ~4 ms).
+    pub fn record_all(&self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
+        for event in &events {
+            oci::validate_id(&event.container)?;
+        }
+        let mut appended = Ok(());
+        for same_container in events.chunk_by(|a, b| a.container == b.container) {
+            let written = self.append(same_container);
+            if appended.is_ok() {
+                appended = written;
+            }
+        }
+        for event in events {
+            // Err only means nobody is subscribed.
+            let _ = self.inner.events.send(event);
+        }
         appended
     }
 
@@ -252,19 +268,26 @@ impl AuditLog {
             .remove(container);
     }
 
-    /// Appends one line to the event's container's file (the id is already validated).
-    fn append(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        let dir = self.inner.containers.join(&event.container);
+    /// Appends one line per event to their container's file (the id is already validated; the
+    /// events all have the same container).
+    fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let dir = self.inner.containers.join(&first.container);
         let path = dir.join(AUDIT_FILE);
-        let mut line = serde_json::to_vec(event)?;
-        line.push(b'\n');
+        let mut lines = Vec::new();
+        for event in events {
+            serde_json::to_writer(&mut lines, event)?;
+            lines.push(b'\n');
+        }
         // A poisoned lock only means a writer panicked; the map and the trails stay whole.
         let slot = Arc::clone(
             self.inner
                 .open
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .entry(event.container.clone())
+                .entry(first.container.clone())
                 .or_default(),
         );
         let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -283,13 +306,13 @@ impl AuditLog {
         // One write(2), not write_all: a retried remainder could land after another writer's line.
         let written = trail
             .file
-            .write(&line)
+            .write(&lines)
             .map_err(|err| AuditError::io(&path, err))?;
-        if written != line.len() {
+        if written != lines.len() {
             return Err(AuditError::ShortWrite {
                 path,
                 written,
-                len: line.len(),
+                len: lines.len(),
             });
         }
         Ok(())
@@ -505,6 +528,40 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1);
         assert!(text.contains("\"target\":\"3\""));
+    }
+
+    #[test]
+    fn several_events_are_recorded_in_order_and_published() {
+        let (_dir, log) = log();
+        let mut stream = log.subscribe();
+        let events = vec![
+            AuditLog::event("c1", "web", action::ALLOW, "1.1.1.1", ""),
+            AuditLog::event("c1", "web", action::ALLOW, "2.2.2.2", ""),
+            AuditLog::event("c2", "db", action::DENY, "3.3.3.3", ""),
+            AuditLog::event("c1", "web", action::ALLOW, "4.4.4.4", ""),
+        ];
+        log.record_all(events.clone()).unwrap();
+        let targets = |id: &str| -> Vec<String> {
+            log.last(Some(id), 10)
+                .unwrap()
+                .into_iter()
+                .map(|event| event.target)
+                .collect()
+        };
+        assert_eq!(targets("c1"), ["1.1.1.1", "2.2.2.2", "4.4.4.4"]);
+        assert_eq!(targets("c2"), ["3.3.3.3"]);
+        for event in events {
+            assert_eq!(stream.try_recv().unwrap(), event);
+        }
+
+        // One unsafe id refuses them all: nothing written, nothing published.
+        let refused = vec![
+            AuditLog::event("c1", "web", action::ALLOW, "5.5.5.5", ""),
+            AuditLog::event("../x", "x", action::ALLOW, "", ""),
+        ];
+        assert!(matches!(log.record_all(refused), Err(AuditError::Id(_))));
+        assert_eq!(targets("c1").len(), 3);
+        assert!(stream.try_recv().is_err());
     }
 
     #[test]

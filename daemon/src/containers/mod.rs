@@ -427,7 +427,12 @@ impl Containers {
 
     fn record(&self, state: &ContainerState, action: &str, target: &str, detail: &str) {
         let event: AuditEvent = AuditLog::event(&state.id, &state.name, action, target, detail);
-        if let Err(err) = self.audit.record(event) {
+        self.record_all(state, vec![event]);
+    }
+
+    /// Records events of container `state` at once (one write to its trail).
+    fn record_all(&self, state: &ContainerState, events: Vec<AuditEvent>) {
+        if let Err(err) = self.audit.record_all(events) {
             tracing::warn!(container = %state.id, error = %err, "cannot write the audit trail");
         }
     }
@@ -951,21 +956,32 @@ impl Containers {
                 self.journal_sync.request(&id);
             }
         }
-        for outcome in outcomes.iter().filter(|outcome| outcome.changed) {
-            let detail = match outcome.resolved.as_slice() {
-                [] => outcome.target.kind().to_owned(),
-                resolved => format!(
-                    "{}; resolved now: {}",
-                    outcome.target.kind(),
-                    resolved
-                        .iter()
-                        .map(|learnt| learnt.addr.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            self.record(state, change.action(), &outcome.target.to_string(), &detail);
-        }
+        let events = outcomes
+            .iter()
+            .filter(|outcome| outcome.changed)
+            .map(|outcome| {
+                let detail = match outcome.resolved.as_slice() {
+                    [] => outcome.target.kind().to_owned(),
+                    resolved => format!(
+                        "{}; resolved now: {}",
+                        outcome.target.kind(),
+                        resolved
+                            .iter()
+                            .map(|learnt| learnt.addr.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                AuditLog::event(
+                    &state.id,
+                    &state.name,
+                    change.action(),
+                    &outcome.target.to_string(),
+                    &detail,
+                )
+            })
+            .collect();
+        self.record_all(state, events);
         let snapshot = brief_snapshot(container)?;
         if mark.is_some_and(|mark| mark.compaction_due) {
             self.compact_after(guard);

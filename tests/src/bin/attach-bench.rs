@@ -3,8 +3,9 @@
 //! each into fresh network namespaces, interleaved in one run. Run as root, on release builds:
 //! `bench/attach.sh` (see `docs/benchmarks.md`).
 //!
-//! Usage: `attach-bench [--count N] [--warmup N] [--profiles A:B] [--rootless] [--log LEVEL]`
-//! (`--log` is the daemon's `SHIELD_LOG`, default `info`).
+//! Usage: `attach-bench [--count N] [--warmup N] [--profiles A:B] [--rootless] [--log LEVEL]
+//! [--keep-log PATH]` (`--log` is the daemon's `SHIELD_LOG`, default `info`; `--keep-log` copies
+//! the daemon's log to PATH at the end, e.g. for its `attach stages` lines at `shieldd=debug`).
 //!
 //! Two more rows split the figure: the `poststop` hook that releases each container after its
 //! attach, and a `poststop` for an id the daemon never saw (hook process start, connect, one gRPC
@@ -38,6 +39,7 @@ struct Args {
     profiles: String,
     rootless: bool,
     log: String,
+    keep_log: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -47,6 +49,7 @@ fn args() -> Args {
         profiles: "dev-standard:bench".into(),
         rootless: false,
         log: "info".into(),
+        keep_log: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -56,9 +59,10 @@ fn args() -> Args {
             "--profiles" => a.profiles = it.next().expect("--profiles A:B"),
             "--rootless" => a.rootless = true,
             "--log" => a.log = it.next().expect("--log LEVEL"),
+            "--keep-log" => a.keep_log = Some(it.next().expect("--keep-log PATH").into()),
             _ => {
                 eprintln!(
-                    "usage: attach-bench [--count N] [--warmup N] [--profiles A:B] [--rootless] [--log LEVEL]"
+                    "usage: attach-bench [--count N] [--warmup N] [--profiles A:B] [--rootless] [--log LEVEL] [--keep-log PATH]"
                 );
                 std::process::exit(2);
             }
@@ -233,5 +237,8 @@ fn main() {
         )
     );
     println!("binaries from {}", bins::describe());
+    if let Some(path) = &a.keep_log {
+        std::fs::write(path, daemon.log()).expect("write --keep-log");
+    }
     daemon.stop();
 }
