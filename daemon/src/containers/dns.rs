@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use super::{Container, dns_sets, error_chain};
+use super::{Container, error_chain};
 use crate::attach::{self, Attachment};
 use crate::audit::AuditLog;
 use crate::dns::names::{Decision, NamePolicy, Unlisted, Verdict};
 use crate::dns::proxy::{DnsEvent, Gate, GateError};
 use crate::intent::Intent;
 use crate::profiles::DomainPattern;
+use crate::ruleset::{self, Family, IpRange, Set, SetElement, SetKind, Table};
 
 /// The name policy of one running container, swapped whole when its intent changes.
 #[derive(Debug)]
@@ -160,4 +161,57 @@ impl Gate for ContainerGate {
             tracing::warn!(container = %self.id, error = %err, "cannot write the audit trail");
         }
     }
+}
+
+/// The dns sets holding `elements` (`(address, timeout)`), one set per family that has any.
+pub(super) fn dns_sets(elements: &[(IpAddr, Option<Duration>)]) -> Vec<Set> {
+    let mut sets: Vec<Set> = Vec::new();
+    for (family, name) in [
+        (Family::V4, ruleset::build::DNS_V4),
+        (Family::V6, ruleset::build::DNS_V6),
+    ] {
+        let mut members: Vec<SetElement> = elements
+            .iter()
+            .filter(|(addr, _)| (family == Family::V4) == addr.is_ipv4())
+            .map(|(addr, timeout)| SetElement {
+                range: IpRange {
+                    start: *addr,
+                    end: *addr,
+                },
+                timeout: timeout.map(whole_millis),
+            })
+            .collect();
+        members.sort_by_key(|element| element.range);
+        members.dedup_by_key(|element| element.range);
+        if !members.is_empty() {
+            sets.push(Set {
+                name: name.to_owned(),
+                family,
+                kind: SetKind::Timeout,
+                elements: members,
+            });
+        }
+    }
+    sets
+}
+
+/// The kernel keeps timeouts in milliseconds; a sub-millisecond part would only make a
+/// read-back differ from what was sent.
+fn whole_millis(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration.as_millis().max(1)).unwrap_or(u64::MAX))
+}
+
+/// The dns elements of a kernel table with their timeouts.
+pub(super) fn dns_elements(table: &Table) -> Vec<(IpAddr, Duration)> {
+    table
+        .sets
+        .iter()
+        .filter(|set| set.kind == SetKind::Timeout)
+        .flat_map(|set| &set.elements)
+        .filter_map(|element| {
+            element
+                .timeout
+                .map(|timeout| (element.range.start, timeout))
+        })
+        .collect()
 }
