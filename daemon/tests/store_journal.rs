@@ -24,7 +24,8 @@ use indexmap::IndexSet;
 use ipnet::IpNet;
 use shieldd::profiles::DomainPattern;
 use shieldd::store::{
-    ContainerState, Durability, JOURNAL_FILE, JournalAction, JournalEntry, Store, StoreError,
+    ContainerState, Durability, JOURNAL_FILE, JournalAction, JournalEntry, JournalMark, Store,
+    StoreError,
 };
 
 /// Set in the child process of [`sigkill_mid_append_loses_no_acknowledged_change`]: the state
@@ -39,6 +40,19 @@ fn entry(seq: u64, action: JournalAction, targets: &[&str]) -> JournalEntry {
         action,
         targets: targets.iter().map(|&target| target.to_owned()).collect(),
     }
+}
+
+/// Appends change `seq` to container `ID`'s journal; panics unless it succeeds.
+fn append(
+    store: &Store,
+    seq: u64,
+    action: JournalAction,
+    targets: &[&str],
+    durability: Durability,
+) -> JournalMark {
+    store
+        .append(ID, &entry(seq, action, targets), durability)
+        .unwrap()
 }
 
 fn net(text: &str) -> IpNet {
@@ -68,24 +82,20 @@ fn journal_of(store: &Store) -> std::path::PathBuf {
 #[test]
 fn appended_changes_are_replayed_on_load() {
     let (_dir, store) = saved_store();
-    store
-        .append(
-            ID,
-            &entry(
-                1,
-                JournalAction::Allow,
-                &["1.2.3.4", "10.0.0.0/8", "example.com"],
-            ),
-            Durability::Written,
-        )
-        .unwrap();
-    store
-        .append(
-            ID,
-            &entry(2, JournalAction::Deny, &["10.0.0.0/8", "evil.example"]),
-            Durability::Synced,
-        )
-        .unwrap();
+    append(
+        &store,
+        1,
+        JournalAction::Allow,
+        &["1.2.3.4", "10.0.0.0/8", "example.com"],
+        Durability::Written,
+    );
+    append(
+        &store,
+        2,
+        JournalAction::Deny,
+        &["10.0.0.0/8", "evil.example"],
+        Durability::Synced,
+    );
 
     let state = store.load(ID).unwrap().unwrap();
     assert_eq!(state.journal_seq, 2);
@@ -106,13 +116,13 @@ fn appended_changes_are_replayed_on_load() {
 #[test]
 fn journal_format_is_one_json_object_per_line() {
     let (_dir, store) = saved_store();
-    store
-        .append(
-            ID,
-            &entry(1, JournalAction::Allow, &["2001:db8::1"]),
-            Durability::Synced,
-        )
-        .unwrap();
+    append(
+        &store,
+        1,
+        JournalAction::Allow,
+        &["2001:db8::1"],
+        Durability::Synced,
+    );
     let text = fs::read_to_string(journal_of(&store)).unwrap();
     assert_eq!(
         text,
@@ -123,32 +133,32 @@ fn journal_format_is_one_json_object_per_line() {
 #[test]
 fn a_taken_back_change_does_not_come_back() {
     let (_dir, store) = saved_store();
-    store
-        .append(
-            ID,
-            &entry(1, JournalAction::Allow, &["1.1.1.1"]),
-            Durability::Synced,
-        )
-        .unwrap();
-    let mark = store
-        .append(
-            ID,
-            &entry(2, JournalAction::Allow, &["2.2.2.2"]),
-            Durability::Synced,
-        )
-        .unwrap();
+    append(
+        &store,
+        1,
+        JournalAction::Allow,
+        &["1.1.1.1"],
+        Durability::Synced,
+    );
+    let mark = append(
+        &store,
+        2,
+        JournalAction::Allow,
+        &["2.2.2.2"],
+        Durability::Synced,
+    );
     store.take_back(ID, mark).unwrap();
     let state = store.load(ID).unwrap().unwrap();
     assert_eq!(list(&state.intent.allowed), [net("1.1.1.1/32")]);
     assert_eq!(state.journal_seq, 1);
     // The next change reuses the sequence number and is read as usual.
-    store
-        .append(
-            ID,
-            &entry(2, JournalAction::Allow, &["3.3.3.3"]),
-            Durability::Synced,
-        )
-        .unwrap();
+    append(
+        &store,
+        2,
+        JournalAction::Allow,
+        &["3.3.3.3"],
+        Durability::Synced,
+    );
     let state = store.load(ID).unwrap().unwrap();
     assert_eq!(
         list(&state.intent.allowed),
@@ -159,13 +169,13 @@ fn a_taken_back_change_does_not_come_back() {
 #[test]
 fn a_torn_last_line_is_ignored_and_cut_before_the_next_append() {
     let (_dir, store) = saved_store();
-    store
-        .append(
-            ID,
-            &entry(1, JournalAction::Allow, &["1.1.1.1"]),
-            Durability::Synced,
-        )
-        .unwrap();
+    append(
+        &store,
+        1,
+        JournalAction::Allow,
+        &["1.1.1.1"],
+        Durability::Synced,
+    );
     // A crash in the middle of the second append.
     let mut journal = OpenOptions::new()
         .append(true)
@@ -180,13 +190,13 @@ fn a_torn_last_line_is_ignored_and_cut_before_the_next_append() {
         [net("1.1.1.1/32")]
     );
 
-    store
-        .append(
-            ID,
-            &entry(2, JournalAction::Allow, &["2.2.2.2"]),
-            Durability::Synced,
-        )
-        .unwrap();
+    append(
+        &store,
+        2,
+        JournalAction::Allow,
+        &["2.2.2.2"],
+        Durability::Synced,
+    );
     let state = store.load(ID).unwrap().unwrap();
     assert_eq!(
         list(&state.intent.allowed),
@@ -208,13 +218,13 @@ fn a_torn_last_line_is_ignored_and_cut_before_the_next_append() {
 #[test]
 fn a_hole_left_by_a_power_loss_is_cut_before_the_next_append() {
     let (_dir, store) = saved_store();
-    store
-        .append(
-            ID,
-            &entry(1, JournalAction::Deny, &["9.9.9.9"]),
-            Durability::Synced,
-        )
-        .unwrap();
+    append(
+        &store,
+        1,
+        JournalAction::Deny,
+        &["9.9.9.9"],
+        Durability::Synced,
+    );
     let synced = fs::metadata(journal_of(&store)).unwrap().len();
     let mut journal = OpenOptions::new()
         .append(true)
@@ -232,13 +242,13 @@ fn a_hole_left_by_a_power_loss_is_cut_before_the_next_append() {
     assert!(state.intent.allowed.is_empty(), "{state:?}");
     assert_eq!(fs::metadata(journal_of(&store)).unwrap().len(), synced);
 
-    store
-        .append(
-            ID,
-            &entry(2, JournalAction::Allow, &["2.2.2.2"]),
-            Durability::Written,
-        )
-        .unwrap();
+    append(
+        &store,
+        2,
+        JournalAction::Allow,
+        &["2.2.2.2"],
+        Durability::Written,
+    );
     let state = store.load(ID).unwrap().unwrap();
     assert_eq!(state.journal_seq, 2);
     assert_eq!(list(&state.intent.allowed), [net("2.2.2.2/32")]);
@@ -301,13 +311,13 @@ fn a_corrupt_line_is_an_error_that_names_it() {
 fn a_state_saved_before_journals_existed_gets_one() {
     let (_dir, store) = saved_store();
     fs::remove_file(journal_of(&store)).unwrap();
-    store
-        .append(
-            ID,
-            &entry(1, JournalAction::Deny, &["9.9.9.9"]),
-            Durability::Synced,
-        )
-        .unwrap();
+    append(
+        &store,
+        1,
+        JournalAction::Deny,
+        &["9.9.9.9"],
+        Durability::Synced,
+    );
     assert_eq!(
         list(&store.load(ID).unwrap().unwrap().intent.denied),
         [net("9.9.9.9/32")]
@@ -323,13 +333,13 @@ fn a_long_journal_asks_for_compaction() {
     let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
     let mut due_at = None;
     for seq in 1..=40 {
-        let mark = store
-            .append(
-                ID,
-                &entry(seq, JournalAction::Allow, &targets),
-                Durability::Synced,
-            )
-            .unwrap();
+        let mark = append(
+            &store,
+            seq,
+            JournalAction::Allow,
+            &targets,
+            Durability::Synced,
+        );
         if mark.compaction_due {
             due_at = Some(seq);
             break;
@@ -366,13 +376,7 @@ fn crash_child_appends_until_killed() {
         } else {
             Durability::Written
         };
-        store
-            .append(
-                ID,
-                &entry(seq, JournalAction::Allow, &[&target]),
-                durability,
-            )
-            .unwrap();
+        append(&store, seq, JournalAction::Allow, &[&target], durability);
         state.journal_seq = seq;
         state.intent.allowed.insert(net(&format!("{target}/32")));
         if seq.is_multiple_of(23) {
