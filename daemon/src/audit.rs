@@ -7,7 +7,8 @@
 //!
 //! Each line (or the lines of one change) is appended with a single `write(2)` on an `O_APPEND`
 //! descriptor: the kernel appends it whole at the end of the file, so concurrent writers (tasks,
-//! threads, even processes) never interleave their lines. A line torn by a crash or a full disk is skipped when read.
+//! threads, even processes) never interleave their lines. A line torn by a crash or a full disk
+//! is skipped when read.
 
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};

@@ -74,7 +74,7 @@ impl Change {
     /// must survive a power loss: losing it would reopen what it closed. An allow only widens
     /// (lifting a deny included), so losing it to a power loss fails closed; it is answered
     /// once written, which a crash of the daemon cannot undo, and synced a moment later
-    /// ([`JournalSync`]).
+    /// ([`JournalSync`](crate::journal_sync::JournalSync)).
     fn durability(self) -> Durability {
         match self {
             Self::Allow => Durability::Written,
