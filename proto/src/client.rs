@@ -17,6 +17,11 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::v1::shield_client::ShieldClient;
 
+/// The largest answer a client takes. The daemon is trusted (the same uid), and an answer that
+/// lists a container grows with its live changes (~2 MB for 100 000 allowed addresses): tonic's
+/// default of 4 MiB would make `shieldctl ps` fail on such a container.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
 /// Why [`connect`] failed. Every variant names the socket path it looked at.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -165,7 +170,7 @@ async fn connect_unbounded(
         .connect_with_connector(connector)
         .await
         .map_err(transport)?;
-    Ok(ShieldClient::new(channel))
+    Ok(ShieldClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
 }
 
 /// True when `status` was made on this side (connection lost, reset, h2 error) rather than sent by

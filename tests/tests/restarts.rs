@@ -9,10 +9,13 @@
     reason = "tests"
 )]
 
+use std::time::Duration;
+
 use nix::sys::signal::Signal;
+use shield_proto::v1::{ChangeRequest, ContainerCreatedRequest, OciState};
 use shield_tests::control::{
-    assert_loopback, assert_no_tcp, assert_passes, assert_refused, attach, daemon_for, release,
-    state, strings, view, wait_state,
+    PROFILE, assert_loopback, assert_no_tcp, assert_passes, assert_refused, attach, daemon_for,
+    release, state, strings, view, wait_state,
 };
 use shield_tests::daemon::{Daemon, container_state};
 use shield_tests::netns::{NsProcess, Owner, TestNet};
@@ -133,6 +136,77 @@ fn container_restart_reapplies_mode_and_live_changes() {
     assert_passes(&net, net.peer_public_v4(), "up: live CIDR allow");
     assert_refused(&net, net.peer_v6(), "up: live deny of a profile allow");
     assert_refused(&net, net.peer_v6_b(), "up: never allowed");
+    daemon.stop();
+}
+
+/// A container restart with more live intent than tonic's default answer limit (4 MiB): the
+/// attach is answered without the container's lists (the hook needs none of them, and they grow
+/// with every change), and `shieldctl` still lists them all.
+#[test]
+fn a_restart_with_more_live_intent_than_4_mib_is_answered_briefly() {
+    shield_tests::require_root();
+    let mut net = TestNet::new(Owner::Root);
+    let daemon = daemon_for(Owner::Root, &net);
+    let id = shield_tests::fresh_container_id();
+    attach(&daemon, &id, "large", net.pid());
+    // Denied domains of ~200 characters (a deny resolves nothing and touches no kernel set):
+    // 24 × 1 024 of them, ~5 MB of lists.
+    let (calls, per_call) = (24, 1024);
+    let domain = |call: usize, n: usize| {
+        let filler = |c: char| c.to_string().repeat(60);
+        format!(
+            "n{call}x{n}.{}.{}.{}.large.test",
+            filler('a'),
+            filler('b'),
+            filler('c')
+        )
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt
+        .block_on(shield_proto::client::connect(
+            daemon.socket(),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    for call in 0..calls {
+        let request = ChangeRequest {
+            container: id.clone(),
+            targets: (0..per_call).map(|n| domain(call, n)).collect(),
+        };
+        rt.block_on(client.deny(request)).unwrap();
+    }
+
+    release(&daemon, &id, "large");
+    net.restart_container();
+    // The createRuntime the hook sends, made here to see its answer.
+    let state = OciState {
+        id: id.clone(),
+        pid: net.pid(),
+        bundle: "/tmp".into(),
+        annotations: [
+            ("shield.profiles".to_owned(), PROFILE.to_owned()),
+            ("shield.name".to_owned(), "large".to_owned()),
+        ]
+        .into(),
+        status: "creating".into(),
+    };
+    let answer = rt
+        .block_on(client.container_created(ContainerCreatedRequest { state: Some(state) }))
+        .expect("the attach after the restart")
+        .into_inner();
+    let container = answer.container.expect("the attached container");
+    assert!(container.lists_omitted, "{container:?}");
+    assert!(container.denied_domains.is_empty());
+    // The connection lives on the runtime: closed here, or the daemon's graceful stop waits on it.
+    drop(client);
+    drop(rt);
+
+    let denied = strings(&view(&daemon, &id), "denied_domains");
+    assert_eq!(denied.len(), calls * per_call);
+    assert!(denied.contains(&domain(calls - 1, per_call - 1)));
     daemon.stop();
 }
 

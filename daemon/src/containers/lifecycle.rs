@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use super::dns::dns_elements;
 use super::{
     Container, ContainerError, ContainerGate, Containers, NamePolicyCell, Running, Snapshot,
-    blocking, error_chain, mode_name, name_policy, release, snapshot,
+    blocking, brief_snapshot, error_chain, mode_name, name_policy, release,
 };
 use crate::attach::{self, AttachError, Attachment, Reattached, micros};
 use crate::dns::proxy::{Proxy, ProxyHandle};
@@ -167,7 +167,9 @@ impl Containers {
             names,
             dns,
         });
-        snapshot(container).ok_or_else(|| ContainerError::Internal("attached without state".into()))
+        // Without the lists: the hook needs none of them, and they grow with the container's
+        // live changes (an answer past the client's limit would stop the container starting).
+        brief_snapshot(container)
     }
 
     /// Starts the DNS proxy of a container just attached, on the listeners of `attachment`.

@@ -547,13 +547,13 @@ fn snapshot(container: &Container) -> Option<Snapshot> {
 }
 
 /// The container as [`snapshot`] gives it, without its lists of live allows and denies (which
-/// [`Snapshot::lists_omitted`] says): what the answer to a change carries, at a cost that does
-/// not grow with them.
+/// [`Snapshot::lists_omitted`] says): what the answers to an attach and a change carry, at a
+/// cost that does not grow with them.
 fn brief_snapshot(container: &Container) -> Result<Snapshot, ContainerError> {
     let state = container
         .state
         .as_ref()
-        .ok_or_else(|| ContainerError::Internal("changed without state".into()))?;
+        .ok_or_else(|| ContainerError::Internal("a container without state".into()))?;
     let brief = ContainerState {
         version: state.version,
         id: state.id.clone(),
