@@ -18,7 +18,7 @@ use crate::dns::proxy::{Proxy, ProxyHandle};
 use crate::intent::Intent;
 use crate::learnt::LearntAddrs;
 use crate::profiles::ProfileEntries;
-use crate::ruleset::{self};
+use crate::ruleset;
 use crate::store::ContainerState;
 
 /// Which containers [`Containers::forget`] forgets.
