@@ -78,12 +78,10 @@ pub async fn run(
     let profiles = profiles::ProfileStore::new(options.dirs.profiles());
     let store = store::Store::open(&options.dirs.state).map_err(server::ServerError::State)?;
     let helpers = Arc::new(netns::HelperPool::new(options.helper));
-    let containers = Arc::new(containers::Containers::new(
-        options.config,
-        profiles,
-        store,
-        helpers,
-    ));
+    let containers = Arc::new(
+        containers::Containers::new(options.config, profiles, store, helpers)
+            .map_err(server::ServerError::DnsThreads)?,
+    );
     // Containers that kept running while the daemon was down are re-attached and verified
     // before the first request is served.
     containers.restore().await;

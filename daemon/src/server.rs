@@ -54,6 +54,9 @@ pub enum ServerError {
     /// The state directory cannot be opened.
     #[error("cannot open the state directory")]
     State(#[source] crate::store::StoreError),
+    /// The threads that serve the containers' DNS cannot be started.
+    #[error("cannot start the DNS threads")]
+    DnsThreads(#[source] std::io::Error),
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),

@@ -158,13 +158,32 @@ fn dns_events(daemon: &Daemon, id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The DNS events of the container's audit trail once `done` holds for them (the proxy records
+/// a decision right after its answer has left, so the answer can come a moment before the
+/// line); the events as they are after 5 s otherwise.
+fn dns_events_once(daemon: &Daemon, id: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = dns_events(daemon, id);
+        if done(&events) || Instant::now() >= deadline {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether one of `events` is a decision on `name` whose detail mentions `needle`.
+fn has_dns_event(events: &[Value], name: &str, needle: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e["target"] == name && e["detail"].as_str().unwrap_or("").contains(needle))
+}
+
 /// The audit trail of `id` holds a DNS decision on `name` whose detail mentions `needle`.
 fn assert_dns_audited(daemon: &Daemon, id: &str, name: &str, needle: &str, what: &str) {
-    let events = dns_events(daemon, id);
+    let events = dns_events_once(daemon, id, |events| has_dns_event(events, name, needle));
     assert!(
-        events
-            .iter()
-            .any(|e| e["target"] == name && e["detail"].as_str().unwrap_or("").contains(needle)),
+        has_dns_event(&events, name, needle),
         "the audit trail must show {what}: {events:?}"
     );
 }
@@ -1016,7 +1035,10 @@ fn audit_trail_records_dns_decisions() {
     );
     assert_status(&ask(&net, "other.test", "A", &[]), "NXDOMAIN", "refused");
 
-    let events = dns_events(&daemon, &id);
+    // The last answer's line is the last one written.
+    let events = dns_events_once(&daemon, &id, |events| {
+        has_dns_event(events, "other.test", "refused")
+    });
     let detail_of = |target: &str, needle: &str| -> String {
         events
             .iter()

@@ -190,12 +190,13 @@ impl Containers {
             self.unlisted(),
         )));
         let gate = ContainerGate::new(id, name, entry, &attachment, &names, self.audit.clone());
+        let thread = self.dns_threads.pick();
         let proxy = Arc::new(Proxy::new(
             gate,
-            Arc::clone(&self.forwarder),
+            Arc::clone(&thread.forwarder),
             self.proxy.clone(),
         ));
-        match proxy.serve(listeners) {
+        match proxy.serve(listeners, &thread.runtime) {
             Ok(dns) => Ok((attachment, names, dns)),
             Err(source) => {
                 tokio::task::spawn_blocking(move || drop(attachment));

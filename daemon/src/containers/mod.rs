@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::dns::names::Unlisted;
 use crate::dns::proxy::{ProxyHandle, ProxySettings};
 use crate::dns::servers::UpstreamServers;
+use crate::dns::threads::DnsThreads;
 use crate::dns::upstream::Forwarder;
 use crate::intent::Intent;
 use crate::journal_sync::JournalSync;
@@ -217,19 +218,20 @@ pub struct Containers {
     audit: AuditLog,
     helpers: Arc<HelperPool>,
     resolver: Option<HostResolver>,
-    forwarder: Arc<Forwarder>,
+    dns_threads: DnsThreads,
     proxy: ProxySettings,
     entries: SyncMutex<BTreeMap<String, Entry>>,
 }
 
 impl Containers {
-    /// A manager with no containers loaded yet (see [`Self::restore`]).
+    /// A manager with no containers loaded yet (see [`Self::restore`]). Fails only when the
+    /// threads that will serve the containers' DNS cannot be started.
     pub fn new(
         config: Config,
         profiles: ProfileStore,
         store: Store,
         helpers: Arc<HelperPool>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let resolver = match HostResolver::new(&config.dns) {
             Ok(resolver) => Some(resolver),
             Err(err) => {
@@ -242,9 +244,10 @@ impl Containers {
             tracing::warn!(error = %err, "no upstream resolvers: allowed names will get SERVFAIL");
             UpstreamServers::fixed(Vec::new())
         });
-        let forwarder = Arc::new(Forwarder::new(servers, config.dns.timeout));
+        let forwarder = Forwarder::new(servers, config.dns.timeout);
+        let dns_threads = DnsThreads::start(DnsThreads::default_count(), &forwarder)?;
         let proxy = ProxySettings::from_config(&config.dns);
-        Self {
+        Ok(Self {
             config,
             profiles,
             journal_sync: JournalSync::new(store.clone()),
@@ -252,10 +255,10 @@ impl Containers {
             audit,
             helpers,
             resolver,
-            forwarder,
+            dns_threads,
             proxy,
             entries: SyncMutex::new(BTreeMap::new()),
-        }
+        })
     }
 
     /// The audit trail.

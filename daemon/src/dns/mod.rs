@@ -3,9 +3,9 @@
 //! Each running container's queries arrive on sockets the helper bound inside its network
 //! namespace; the daemon serves them ([`proxy`]) and forwards allowed names upstream from its own
 //! namespace ([`upstream`], to the resolvers of [`servers`], on sockets made ahead by
-//! [`spares`]). Pure parts: which names a
-//! container may resolve ([`names`]), the wire format ([`message`]), the answer cache
-//! ([`cache`]) and the rate limit ([`limits`]).
+//! [`spares`]); every container's proxy runs on one of a few DNS threads ([`threads`]). Pure
+//! parts: which names a container may resolve ([`names`]), the wire format ([`message`]), the
+//! answer cache ([`cache`]) and the rate limit ([`limits`]).
 
 pub mod cache;
 pub mod limits;
@@ -14,4 +14,5 @@ pub mod names;
 pub mod proxy;
 pub mod servers;
 pub mod spares;
+pub mod threads;
 pub mod upstream;

@@ -11,7 +11,7 @@
 //! - forwarded (`down` modes, `dns.unlisted = "forward"`): answer without letting anything
 //!   through.
 //!
-//! Every decision goes to the container's audit trail through the gate.
+//! Every decision goes to the container's audit trail through the gate, once the answer has left.
 
 use std::future::Future;
 use std::io;
@@ -19,10 +19,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -35,7 +37,9 @@ use crate::config::DnsConfig;
 use crate::netns::DnsListener;
 use crate::resolve::clamp_ttl;
 
-/// Queries of one container answered at the same time; more wait for a slot.
+/// Queries answered at the same time per UDP listener; while that many wait, the listener is
+/// not read: the kernel queues (and in the end drops) what a flooding container sends, instead
+/// of the daemon's memory growing.
 const MAX_IN_FLIGHT: usize = 256;
 
 /// TCP connections of one container open at the same time; more are closed at once.
@@ -133,7 +137,28 @@ pub struct Proxy<G: Gate> {
     settings: ProxySettings,
     cache: Mutex<AnswerCache>,
     limiter: Mutex<RateLimiter>,
-    in_flight: Arc<Semaphore>,
+}
+
+/// An answer to send, and the decision to record once it has left (the audit line is a write
+/// to disk: the client need not wait for it).
+struct Reply {
+    bytes: Vec<u8>,
+    event: Option<DnsEvent>,
+}
+
+impl Reply {
+    /// An answer that records nothing.
+    fn silent(bytes: Vec<u8>) -> Self {
+        Self { bytes, event: None }
+    }
+
+    /// An answer that records `event`.
+    fn recorded(bytes: Vec<u8>, event: DnsEvent) -> Self {
+        Self {
+            bytes,
+            event: Some(event),
+        }
+    }
 }
 
 /// The running tasks of one container's proxy. Dropping it stops them and closes the sockets
@@ -169,23 +194,27 @@ impl<G: Gate> Proxy<G> {
             settings,
             cache: Mutex::new(cache),
             limiter: Mutex::new(limiter),
-            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
-    /// Starts serving `listeners` (must be called inside a tokio runtime).
-    pub fn serve(self: Arc<Self>, listeners: Vec<DnsListener>) -> io::Result<ProxyHandle> {
+    /// Starts serving `listeners` on `runtime`: the sockets are registered with its reactor
+    /// and every task of this proxy runs there (a current-thread runtime keeps them all on one
+    /// thread, see [`threads`](super::threads)).
+    pub fn serve(
+        self: Arc<Self>,
+        listeners: Vec<DnsListener>,
+        runtime: &Handle,
+    ) -> io::Result<ProxyHandle> {
+        let _entered = runtime.enter();
         let mut tasks = Vec::with_capacity(listeners.len() * 2);
         let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
         for listener in listeners {
             listener.udp.set_nonblocking(true)?;
             listener.tcp.set_nonblocking(true)?;
-            let udp = Arc::new(UdpSocket::from_std(listener.udp)?);
+            let udp = UdpSocket::from_std(listener.udp)?;
             let tcp = TcpListener::from_std(listener.tcp)?;
-            tasks.push(tokio::spawn(
-                Arc::clone(&self).serve_udp(udp, listener.addr),
-            ));
-            tasks.push(tokio::spawn(Arc::clone(&self).serve_tcp(
+            tasks.push(runtime.spawn(Arc::clone(&self).serve_udp(udp, listener.addr)));
+            tasks.push(runtime.spawn(Arc::clone(&self).serve_tcp(
                 tcp,
                 listener.addr,
                 Arc::clone(&connections),
@@ -194,37 +223,48 @@ impl<G: Gate> Proxy<G> {
         Ok(ProxyHandle { tasks })
     }
 
-    async fn serve_udp(self: Arc<Self>, socket: Arc<UdpSocket>, local: SocketAddr) {
+    async fn serve_udp(self: Arc<Self>, socket: UdpSocket, local: SocketAddr) {
         let mut buffer = vec![0_u8; MAX_UDP_QUERY];
+        // The queries being answered, polled by this task rather than a task each: a spawned
+        // task would only run after this loop had tried the socket again (a syscall on every
+        // answer's way), and would cost an allocation and a trip through the scheduler.
+        let mut answering = FuturesUnordered::new();
         loop {
-            let (len, peer) = match socket.recv_from(&mut buffer).await {
-                Ok(received) => received,
-                Err(err) => {
-                    // ICMP errors from an earlier send surface here; the socket still works.
-                    tracing::debug!(%local, error = %err, "DNS UDP receive failed");
-                    continue;
+            tokio::select! {
+                // Answers first: a query just received runs until it waits (for the upstream or
+                // the container's lock) before the socket is read again.
+                biased;
+                Some(()) = answering.next(), if !answering.is_empty() => {}
+                received = socket.recv_from(&mut buffer), if answering.len() < MAX_IN_FLIGHT => {
+                    match received {
+                        Ok((len, peer)) => {
+                            if let Some(query) = buffer.get(..len).map(<[u8]>::to_vec) {
+                                answering.push(self.answer_udp(query, peer, &socket));
+                            }
+                        }
+                        // ICMP errors from an earlier send surface here; the socket still works.
+                        Err(err) => tracing::debug!(%local, error = %err, "DNS UDP receive failed"),
+                    }
                 }
-            };
-            let Some(query) = buffer.get(..len).map(<[u8]>::to_vec) else {
-                continue;
-            };
-            // Waiting here applies back-pressure: the kernel queues (and in the end drops) what
-            // a flooding container sends, instead of the daemon's memory growing.
-            let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
-                return;
-            };
-            let proxy = Arc::clone(&self);
-            let socket = Arc::clone(&socket);
-            tokio::spawn(async move {
-                if let Some(answer) = proxy.answer(&query, Transport::Udp).await
-                    && let Err(err) = socket.send_to(&answer, peer).await
-                {
-                    tracing::debug!(%peer, error = %err, "cannot send a DNS answer");
-                }
-                drop(permit);
-                // The answer has left: now the sockets for the next misses can be made.
-                proxy.forwarder.restock();
-            });
+            }
+        }
+    }
+
+    /// Answers one UDP query, then records the decision and restocks the upstream sockets:
+    /// both wait until the answer has left.
+    async fn answer_udp(&self, query: Vec<u8>, peer: SocketAddr, socket: &UdpSocket) {
+        if let Some(reply) = self.answer(&query, Transport::Udp).await {
+            if let Err(err) = socket.send_to(&reply.bytes, peer).await {
+                tracing::debug!(%peer, error = %err, "cannot send a DNS answer");
+            }
+            self.record(reply.event);
+        }
+        self.forwarder.restock();
+    }
+
+    fn record(&self, event: Option<DnsEvent>) {
+        if let Some(event) = event {
+            self.gate.record(event);
         }
     }
 
@@ -271,41 +311,45 @@ impl<G: Gate> Proxy<G> {
             tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query))
                 .await
                 .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-            let Some(answer) = self.answer(&query, Transport::Tcp).await else {
+            let Some(reply) = self.answer(&query, Transport::Tcp).await else {
                 return Ok(());
             };
-            let Ok(len) = u16::try_from(answer.len()) else {
+            let Ok(len) = u16::try_from(reply.bytes.len()) else {
+                self.record(reply.event);
                 return Ok(());
             };
-            let mut framed = Vec::with_capacity(answer.len() + 2);
+            let mut framed = Vec::with_capacity(reply.bytes.len() + 2);
             framed.extend_from_slice(&len.to_be_bytes());
-            framed.extend_from_slice(&answer);
-            stream.write_all(&framed).await?;
+            framed.extend_from_slice(&reply.bytes);
+            let sent = stream.write_all(&framed).await;
+            self.record(reply.event);
+            sent?;
             self.forwarder.restock();
         }
     }
 
     /// The answer to one query, or `None` when nothing should be sent (garbage without an id).
-    async fn answer(&self, bytes: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    async fn answer(&self, bytes: &[u8], transport: Transport) -> Option<Reply> {
         let query = match message::parse_query(bytes, self.settings.max_name_length) {
             Ok(query) => query,
-            Err(err) => return self.malformed(bytes, &err),
+            Err(err) => return self.malformed(bytes, &err).map(Reply::silent),
         };
         if !self.within_rate() {
             tracing::debug!(name = %query.name, "DNS query over the rate limit");
-            return Some(message::error_response(&query, ResponseCode::Refused));
+            return Some(Reply::silent(message::error_response(
+                &query,
+                ResponseCode::Refused,
+            )));
         }
         let decision = self.gate.decide(&query.name);
-        let answer = match decision.verdict {
+        let mut reply = match decision.verdict {
             Verdict::Refuse => self.refuse(&query, &decision),
             Verdict::Allow | Verdict::Forward => self.resolve(&query, bytes, &decision).await,
         };
-        Some(match transport {
-            Transport::Udp if answer.len() > usize::from(query.udp_payload) => {
-                message::truncated(&query)
-            }
-            _ => answer,
-        })
+        if transport == Transport::Udp && reply.bytes.len() > usize::from(query.udp_payload) {
+            reply.bytes = message::truncated(&query);
+        }
+        Some(reply)
     }
 
     fn within_rate(&self) -> bool {
@@ -322,7 +366,7 @@ impl<G: Gate> Proxy<G> {
         message::error_for(bytes, err.response_code())
     }
 
-    fn refuse(&self, query: &Query, decision: &Decision) -> Vec<u8> {
+    fn refuse(&self, query: &Query, decision: &Decision) -> Reply {
         let (rcode, why) = match &decision.reason {
             Reason::Denied(pattern) => (ResponseCode::NXDomain, format!("denied ({pattern})")),
             Reason::Blocked => (
@@ -331,18 +375,18 @@ impl<G: Gate> Proxy<G> {
             ),
             _ => (ResponseCode::NXDomain, "not allowlisted".to_owned()),
         };
-        self.gate.record(DnsEvent {
+        let event = DnsEvent {
             name: query.name.clone(),
             record_type: query.record_type,
             verdict: "refused",
             detail: why,
-        });
-        message::error_response(query, rcode)
+        };
+        Reply::recorded(message::error_response(query, rcode), event)
     }
 
     /// Resolves an allowed or forwarded name: from the cache or the upstream, letting the
     /// addresses through first when the name is allowed.
-    async fn resolve(&self, query: &Query, bytes: &[u8], decision: &Decision) -> Vec<u8> {
+    async fn resolve(&self, query: &Query, bytes: &[u8], decision: &Decision) -> Reply {
         let key = CacheKey::of(query);
         let cached = self
             .cache
@@ -398,7 +442,7 @@ impl<G: Gate> Proxy<G> {
                 return self.fail(query, decision, format!("cannot encode the answer: {err}"));
             }
         };
-        self.gate.record(DnsEvent {
+        let event = DnsEvent {
             name: query.name.clone(),
             record_type: query.record_type,
             verdict: match decision.verdict {
@@ -406,8 +450,8 @@ impl<G: Gate> Proxy<G> {
                 _ => "forwarded",
             },
             detail,
-        });
-        answer
+        };
+        Reply::recorded(answer, event)
     }
 
     /// Forwards the query, checks the reply, and caches it.
@@ -437,15 +481,18 @@ impl<G: Gate> Proxy<G> {
         Ok((reply, addresses))
     }
 
-    fn fail(&self, query: &Query, decision: &Decision, detail: String) -> Vec<u8> {
+    fn fail(&self, query: &Query, decision: &Decision, detail: String) -> Reply {
         tracing::warn!(name = %query.name, detail = %detail, "DNS query failed; answering SERVFAIL");
-        self.gate.record(DnsEvent {
+        let event = DnsEvent {
             name: query.name.clone(),
             record_type: query.record_type,
             verdict: "failed",
             detail: format!("{}; SERVFAIL: {detail}", reason_text(decision)),
-        });
-        message::error_response(query, ResponseCode::ServFail)
+        };
+        Reply::recorded(
+            message::error_response(query, ResponseCode::ServFail),
+            event,
+        )
     }
 }
 

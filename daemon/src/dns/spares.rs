@@ -17,13 +17,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use nix::errno::Errno;
-use nix::sys::socket::MsgFlags;
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrStorage, connect, socket,
+};
 use tokio::net::UdpSocket;
 
 /// Spares kept ready per server: enough for a burst of misses from several containers; beyond
@@ -171,17 +173,25 @@ impl Spares {
 /// A UDP socket on a random local port of `server`'s family, connected to `server` (the kernel
 /// then passes up only the server's datagrams, and reports its ICMP errors), registered with the
 /// runtime's reactor.
+///
+/// Three syscalls and the registration: made non-blocking by `socket` itself, and bound by
+/// `connect` (which picks a random ephemeral port, as a bind to port 0 would).
 fn connected_socket(server: SocketAddr) -> Result<UdpSocket, SocketError> {
     let failed = |operation| move |source| SocketError { operation, source };
-    let local = match server {
-        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    let family = match server {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
     };
-    let socket = std::net::UdpSocket::bind(local).map_err(failed("bind a UDP socket"))?;
-    socket.connect(server).map_err(failed("connect over UDP"))?;
-    socket
-        .set_nonblocking(true)
-        .map_err(failed("make a UDP socket non-blocking"))?;
+    let fd = socket(
+        family,
+        SockType::Datagram,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|errno| failed("make a UDP socket")(io::Error::from(errno)))?;
+    connect(fd.as_raw_fd(), &SockaddrStorage::from(server))
+        .map_err(|errno| failed("connect over UDP")(io::Error::from(errno)))?;
+    let socket = std::net::UdpSocket::from(fd);
     UdpSocket::from_std(socket).map_err(failed("register a UDP socket"))
 }
 

@@ -108,8 +108,8 @@ fn list(servers: &[SocketAddr]) -> String {
 /// [`forward`](Self::forward) takes `&self` and may run concurrently for every container.
 #[derive(Debug)]
 pub struct Forwarder {
-    /// The resolvers, kept current.
-    servers: UpstreamServers,
+    /// The resolvers, kept current; shared by the forwarders of every DNS thread.
+    servers: Arc<UpstreamServers>,
     /// Bound on one [`forward`](Self::forward) call.
     timeout: Duration,
     /// The attempts' UDP sockets, made ahead of time.
@@ -120,8 +120,20 @@ impl Forwarder {
     /// A forwarder asking `servers`, giving up on a query after `timeout` (`dns.timeout`).
     pub fn new(servers: UpstreamServers, timeout: Duration) -> Self {
         Self {
-            servers,
+            servers: Arc::new(servers),
             timeout,
+            spares: Arc::new(Spares::new()),
+        }
+    }
+
+    /// A forwarder asking the same resolvers with the same timeout, with a stock of sockets of
+    /// its own: one per DNS thread, since a socket is registered with the reactor of the
+    /// runtime that made it, and a reply to a socket of another thread's reactor would have to
+    /// wake that thread first.
+    pub fn sibling(&self) -> Self {
+        Self {
+            servers: Arc::clone(&self.servers),
+            timeout: self.timeout,
             spares: Arc::new(Spares::new()),
         }
     }

@@ -185,20 +185,29 @@ fn multithreaded() -> Option<String> {
 /// Creates one socket of the plan, in the current (container) network namespace.
 fn create(kind: SocketKind) -> Result<OwnedFd, String> {
     match kind {
-        SocketKind::Nftables | SocketKind::Nflog => socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkNetFilter,
-        )
-        .map_err(|e| {
-            let hint = if e == Errno::EPROTONOSUPPORT {
-                "is nfnetlink built into the kernel?"
-            } else {
-                ""
-            };
-            failure(&format!("cannot create {kind}"), e, hint)
-        }),
+        SocketKind::Nftables | SocketKind::Nflog => {
+            let fd = socket(
+                AddressFamily::Netlink,
+                SockType::Raw,
+                SockFlag::SOCK_CLOEXEC,
+                SockProtocol::NetlinkNetFilter,
+            )
+            .map_err(|e| {
+                let hint = if e == Errno::EPROTONOSUPPORT {
+                    "is nfnetlink built into the kernel?"
+                } else {
+                    ""
+                };
+                failure(&format!("cannot create {kind}"), e, hint)
+            })?;
+            if kind == SocketKind::Nftables {
+                // Once here rather than before every operation: the daemon's waits on this
+                // socket are bounded by it (see `nft::set_reply_timeout`).
+                crate::nft::set_reply_timeout(fd.as_fd())
+                    .map_err(|e| format!("cannot prepare {kind}: {e}"))?;
+            }
+            Ok(fd)
+        }
         SocketKind::DnsUdp(addr) => {
             dns_socket(addr, SockType::Datagram).map_err(|e| bind_failure(kind, e))
         }

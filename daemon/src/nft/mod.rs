@@ -27,7 +27,7 @@ mod socket;
 use std::os::fd::BorrowedFd;
 
 pub use error::NftError;
-pub use socket::REPLY_TIMEOUT;
+pub use socket::{REPLY_TIMEOUT, set_reply_timeout};
 
 use crate::ruleset::ir::{Set, Table};
 

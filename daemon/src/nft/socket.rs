@@ -5,8 +5,10 @@
 //! out with `sendmsg(2)` (a whole batch in one call, as the kernel only commits a batch whose
 //! begin and end arrive in the same message) and replies come back with `recv(2)` into a
 //! 4-byte-aligned buffer, split with `mnl::NlMessages`. Every wait is bounded: the socket gets a
-//! receive timeout (`SO_RCVTIMEO`) and each operation a deadline, so a kernel that never answers
-//! becomes [`NftError::Timeout`] (a non-blocking socket is polled until the same deadline).
+//! receive timeout (`SO_RCVTIMEO`, set once by [`set_reply_timeout`] when the helper creates it:
+//! a syscall saved on every DNS answer's insert) and each operation a deadline, so a kernel that
+//! never answers becomes [`NftError::Timeout`] (a non-blocking socket is polled until the same
+//! deadline).
 //!
 //! The kernel handles a batch synchronously inside `sendmsg`, queueing one reply per message
 //! that asked for an ACK; after the first error the rest of the queue is drained, so that stale
@@ -141,18 +143,24 @@ pub struct Link<'fd> {
     buf: RecvBuf,
 }
 
+/// Gives `fd` the receive timeout every wait for the kernel is bounded by. Call it once, when
+/// the socket is made.
+pub fn set_reply_timeout(fd: BorrowedFd<'_>) -> Result<(), NftError> {
+    let timeout = TimeVal::new(
+        i64::try_from(REPLY_TIMEOUT.as_secs()).unwrap_or(2),
+        i64::from(REPLY_TIMEOUT.subsec_micros()),
+    );
+    setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).map_err(|e| io("setsockopt", e))
+}
+
 impl<'fd> Link<'fd> {
-    /// Wraps `fd` and discards any reply left over from an earlier, abandoned operation.
+    /// Wraps `fd` (given its receive timeout by [`set_reply_timeout`]) and discards any reply
+    /// left over from an earlier, abandoned operation.
     pub fn new(fd: BorrowedFd<'fd>) -> Result<Self, NftError> {
         let mut link = Self {
             fd,
             buf: RecvBuf::new()?,
         };
-        let timeout = TimeVal::new(
-            i64::try_from(REPLY_TIMEOUT.as_secs()).unwrap_or(2),
-            i64::from(REPLY_TIMEOUT.subsec_micros()),
-        );
-        setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).map_err(|e| io("setsockopt", e))?;
         link.drain()?;
         Ok(link)
     }
