@@ -42,6 +42,14 @@ use crate::resolve::clamp_ttl;
 /// of the daemon's memory growing.
 const MAX_IN_FLIGHT: usize = 256;
 
+/// Answers one UDP listener gives before letting the other containers on its DNS thread have a
+/// turn. Without it a busy container keeps the thread for tokio's whole cooperative budget (128
+/// operations, milliseconds of work) while the others' queries wait: with ten containers
+/// flooding two threads, p99 17 ms against a p50 of 0.25 ms; 8 per turn gave a p99 of 6 ms, 2
+/// per turn 4 ms (as fair as a task per query on the multi-threaded runtime was), for about a
+/// tenth fewer answers per second than no turns at all.
+const ANSWERS_PER_TURN: usize = 2;
+
 /// TCP connections of one container open at the same time; more are closed at once.
 const MAX_TCP_CONNECTIONS: usize = 32;
 
@@ -229,12 +237,19 @@ impl<G: Gate> Proxy<G> {
         // task would only run after this loop had tried the socket again (a syscall on every
         // answer's way), and would cost an allocation and a trip through the scheduler.
         let mut answering = FuturesUnordered::new();
+        let mut answered: usize = 0;
         loop {
             tokio::select! {
                 // Answers first: a query just received runs until it waits (for the upstream or
                 // the container's lock) before the socket is read again.
                 biased;
-                Some(()) = answering.next(), if !answering.is_empty() => {}
+                Some(()) = answering.next(), if !answering.is_empty() => {
+                    answered = answered.wrapping_add(1);
+                    if answered.is_multiple_of(ANSWERS_PER_TURN) {
+                        // After an answer has left, not before: no answer waits for the turn.
+                        tokio::task::yield_now().await;
+                    }
+                }
                 received = socket.recv_from(&mut buffer), if answering.len() < MAX_IN_FLIGHT => {
                     match received {
                         Ok((len, peer)) => {
@@ -516,4 +531,112 @@ fn describe(elements: &[(IpAddr, Duration)]) -> String {
         .map(|(addr, ttl)| format!("{addr} ({}s)", ttl.as_secs()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
+
+    use std::str::FromStr;
+
+    use hickory_proto::op::{MessageType, OpCode, Query as Question};
+    use hickory_proto::rr::Name;
+
+    use super::*;
+    use crate::dns::names::Reason;
+    use crate::dns::servers::UpstreamServers;
+
+    /// A container whose policy refuses every name: answers without upstream or kernel.
+    struct RefuseAll;
+
+    impl Gate for RefuseAll {
+        fn decide(&self, _name: &str) -> Decision {
+            Decision {
+                verdict: Verdict::Refuse,
+                reason: Reason::Unlisted,
+            }
+        }
+
+        async fn let_through(
+            &self,
+            _name: &str,
+            _addresses: Vec<(IpAddr, Duration)>,
+        ) -> Result<(), GateError> {
+            Err(GateError::Detached)
+        }
+
+        fn record(&self, _event: DnsEvent) {}
+    }
+
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+        message.add_query(Question::query(
+            Name::from_str(name).unwrap(),
+            RecordType::A,
+        ));
+        message.to_vec().unwrap()
+    }
+
+    fn listener() -> DnsListener {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        DnsListener { addr, udp, tcp }
+    }
+
+    fn proxy() -> Arc<Proxy<RefuseAll>> {
+        let forwarder = Forwarder::new(UpstreamServers::fixed(Vec::new()), Duration::from_secs(1));
+        let settings = ProxySettings {
+            min_ttl: Duration::from_secs(30),
+            max_ttl: Duration::from_secs(3600),
+            max_name_length: 253,
+            rate: 1_000_000,
+            burst: 1_000_000,
+            cache_size: 16,
+        };
+        Arc::new(Proxy::new(RefuseAll, Arc::new(forwarder), settings))
+    }
+
+    /// Two containers on one DNS thread: one has 200 queries waiting, the other one. The one
+    /// query is answered after a few of the 200, not after the flooding container has used up
+    /// the thread's cooperative budget.
+    #[test]
+    fn a_flooding_container_does_not_hold_its_thread() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (flooding, quiet) = (listener(), listener());
+        let (flooding_addr, quiet_addr) = (flooding.addr, quiet.addr);
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for id in 0..200 {
+            client
+                .send_to(&query(id, "flood.test."), flooding_addr)
+                .unwrap();
+        }
+        client
+            .send_to(&query(999, "quiet.test."), quiet_addr)
+            .unwrap();
+
+        let _flooding = proxy().serve(vec![flooding], runtime.handle()).unwrap();
+        let _quiet = proxy().serve(vec![quiet], runtime.handle()).unwrap();
+        runtime.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+
+        client.set_nonblocking(true).unwrap();
+        let mut buffer = [0_u8; 512];
+        let mut ids = Vec::new();
+        while let Ok(len) = client.recv(&mut buffer) {
+            ids.push(Message::from_vec(&buffer[..len]).unwrap().metadata.id);
+        }
+        assert_eq!(ids.len(), 201, "every query answered");
+        let position = ids.iter().position(|id| *id == 999).unwrap();
+        // Holding the thread for the whole budget, it came after 64.
+        assert!(
+            position <= 8,
+            "the quiet container's answer came after {position} of the other's"
+        );
+    }
 }
