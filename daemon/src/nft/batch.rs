@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 
-use nftnl::{Batch, FinalizedBatch, MsgType, NlMsg, ProtoFamily};
+use nftnl::{MsgType, NlMsg, ProtoFamily};
 
 use super::encode::{SET_USERDATA, element_elems, rule_exprs, set_elements, set_header, set_id};
 use super::error::NftError;
-use super::ffi::{ELEMS_PER_MESSAGE, ElemMsg, SetMsg};
+use super::ffi::{BatchWriter, ELEMS_PER_MESSAGE, ElemMsg, SetMsg};
 use super::kernel::{Expr, KElem};
 use crate::ruleset::ir::{ChainPolicy, Hook, Set, SetKind, TABLE_NAME, Table};
 
@@ -99,14 +99,14 @@ fn acknowledge_only_the_end(wire: &mut [u8]) -> Result<bool, NftError> {
 
 /// Collects messages and their labels.
 struct Builder {
-    batch: Batch,
+    batch: BatchWriter,
     labels: Vec<String>,
 }
 
 impl Builder {
     fn new() -> Self {
         Self {
-            batch: Batch::new(),
+            batch: BatchWriter::new(),
             labels: Vec::new(),
         }
     }
@@ -146,13 +146,12 @@ impl Builder {
         Ok(())
     }
 
-    /// Finalizes the batch and maps the sequence numbers nftnl assigned to our labels.
+    /// Finalizes the batch and maps the sequence numbers the writer assigned to our labels.
     ///
-    /// nftnl numbers messages consecutively; on kernels that acknowledge the batch begin and
-    /// end messages (6.10+) those two take the first and last numbers.
+    /// Messages are numbered consecutively, as nftnl numbers them; on kernels that acknowledge
+    /// the batch begin and end messages (6.10+) those two take the first and last numbers.
     fn finish(self) -> Result<Prepared, NftError> {
-        let batch: FinalizedBatch = self.batch.finalize();
-        let seqs = batch.sequence_numbers();
+        let (mut wire, seqs) = self.batch.finish();
         let count = usize::try_from(seqs.end.saturating_sub(seqs.start)).unwrap_or(usize::MAX);
         let mut labels = BTreeMap::new();
         let mut seq = seqs.start;
@@ -171,7 +170,6 @@ impl Builder {
             labels.insert(seq, label);
             seq = seq.saturating_add(1);
         }
-        let mut wire: Vec<u8> = batch.iter().flatten().copied().collect();
         if with_ends {
             labels.insert(seq, "batch end".to_owned());
         }
@@ -334,6 +332,116 @@ mod tests {
             at += len.next_multiple_of(4);
         }
         out
+    }
+
+    /// Zeroes the padding after every netlink attribute of the messages in `wire`, nested
+    /// ones included (`NLA_F_NESTED`).
+    fn zero_padding(wire: &mut [u8]) {
+        fn attributes(buf: &mut [u8], mut at: usize, end: usize) {
+            while at + 4 <= end {
+                let len = usize::from(u16::from_ne_bytes([buf[at], buf[at + 1]]));
+                let kind = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]);
+                if len < 4 {
+                    return;
+                }
+                if kind & 0x8000 != 0 {
+                    attributes(buf, at + 4, at + len);
+                }
+                let padded = (at + len).next_multiple_of(4).min(end);
+                buf[at + len..padded].fill(0);
+                at = padded;
+            }
+        }
+        let mut at = 0;
+        while at + 20 <= wire.len() {
+            let len = u32::from_ne_bytes(wire[at..at + 4].try_into().unwrap()) as usize;
+            // Header (16 bytes) and nfgenmsg (4), then the attributes.
+            attributes(wire, at + 20, at + len);
+            at += len.next_multiple_of(4);
+        }
+    }
+
+    /// The writer lays a batch out byte for byte as `nftnl::Batch` does, sequence numbers
+    /// included: tables, chains, element messages of every kind.
+    #[test]
+    fn the_writer_lays_a_batch_out_as_nftnl_does() {
+        let table = nftnl::Table::new(c"shield", ProtoFamily::Inet);
+        let mut chain = nftnl::Chain::new(c"output", &table);
+        chain.set_type(nftnl::ChainType::Filter);
+        chain.set_hook(nftnl::Hook::Out, 0);
+        chain.set_policy(nftnl::Policy::Drop);
+        let element = |key: Vec<u8>, timeout_ms| KElem {
+            key,
+            flags: 0,
+            timeout_ms,
+            userdata: Vec::new(),
+            extra: None,
+        };
+        let adds = ElemMsg::new(
+            TABLE_NAME,
+            "dns_v4",
+            None,
+            vec![
+                element(vec![10, 0, 0, 1], Some(30_000)),
+                element(vec![10, 0, 0, 2], Some(3_600_000)),
+            ],
+        )
+        .unwrap();
+        let interval = ElemMsg::new(
+            TABLE_NAME,
+            "allow_v6",
+            Some(7),
+            vec![
+                element(
+                    vec![0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    None,
+                ),
+                KElem {
+                    flags: 1,
+                    userdata: vec![0, 1, 1],
+                    ..element(
+                        vec![0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                        None,
+                    )
+                },
+            ],
+        )
+        .unwrap();
+        let removes = ElemMsg::new(
+            TABLE_NAME,
+            "dns_v4",
+            None,
+            vec![element(vec![10, 0, 0, 3], None)],
+        )
+        .unwrap()
+        .missing_ok();
+
+        let mut theirs = nftnl::Batch::new();
+        let mut ours = BatchWriter::new();
+        theirs.add(&table, MsgType::Add);
+        ours.add(&table, MsgType::Add);
+        theirs.add(&table, MsgType::Del);
+        ours.add(&table, MsgType::Del);
+        theirs.add(&chain, MsgType::Add);
+        ours.add(&chain, MsgType::Add);
+        for (msg, kind) in [
+            (&adds, MsgType::Add),
+            (&interval, MsgType::Add),
+            (&removes, MsgType::Del),
+        ] {
+            theirs.add(msg, kind);
+            ours.add(msg, kind);
+        }
+        let theirs = theirs.finalize();
+        let mut theirs_wire: Vec<u8> = theirs.iter().flatten().copied().collect();
+        // libmnl leaves attribute padding as the buffer holds it, and nftnl's pages may come
+        // recycled from malloc: compare theirs with zeroed padding, which ours must have.
+        zero_padding(&mut theirs_wire);
+        let (ours_wire, ours_seqs) = ours.finish();
+        assert_eq!(ours_seqs, theirs.sequence_numbers());
+        assert_eq!(ours_wire, theirs_wire);
+        // Every message is there: begin, six, end.
+        assert_eq!(flags_of(&ours_wire).len(), 8);
     }
 
     #[test]

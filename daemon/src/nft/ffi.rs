@@ -501,6 +501,124 @@ impl ElemMsg {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Batches
+// ---------------------------------------------------------------------------------------------
+
+/// Whether the batch begin and end messages ask for an acknowledgement (and take sequence
+/// numbers): nftnl decides it from the kernel version (6.10+), and keeps the decision to itself;
+/// an empty batch of its own shows it (two sequence numbers, or none).
+static ENDS_ACKED: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    let seqs = nftnl::Batch::new().finalize().sequence_numbers();
+    seqs.end.saturating_sub(seqs.start) == 2
+});
+
+thread_local! {
+    /// Where [`BatchWriter`] builds each message: `nft_nlmsg_maxsize()` bytes, in u32 words so
+    /// that it is aligned for `nlmsghdr`, made once per thread.
+    static SCRATCH: std::cell::RefCell<Vec<u32>> = std::cell::RefCell::new(vec![
+        0_u32;
+        usize::try_from(nftnl::nft_nlmsg_maxsize()).unwrap_or(usize::MAX).div_ceil(4)
+    ]);
+}
+
+/// The messages of one batch, back to back in one buffer, as `nftnl::Batch` lays them out
+/// (same begin and end messages, same sequence numbers) without its ~200 KiB of pages per
+/// batch: each message is built in a per-thread scratch buffer and copied out. A DNS answer's
+/// insert is a batch of three small messages; allocating, faulting in and freeing nftnl's pages
+/// for it cost more than building them.
+pub struct BatchWriter {
+    wire: Vec<u8>,
+    /// The sequence numbers given so far (the next one is `end`).
+    seqs: std::ops::Range<u32>,
+}
+
+impl BatchWriter {
+    /// A batch holding its begin message.
+    pub fn new() -> Self {
+        let mut writer = Self {
+            wire: Vec::new(),
+            seqs: 1..1,
+        };
+        writer.boundary(sys::nftnl_batch_begin);
+        writer
+    }
+
+    /// Appends `msg` as `msg_type`, with the next sequence number.
+    pub fn add<T: NlMsg>(&mut self, msg: &T, msg_type: MsgType) {
+        let seq = self.seqs.end;
+        // SAFETY: the scratch buffer holds `nft_nlmsg_maxsize()` aligned bytes, the room every
+        // `NlMsg` of nftnl and of this module is written into (nftnl's batch pages give the
+        // same).
+        self.write(|buf| unsafe { msg.write(buf, seq, msg_type) });
+        self.seqs.end = self.seqs.end.saturating_add(1);
+    }
+
+    /// Appends the end message; returns the bytes and the sequence numbers given.
+    pub fn finish(mut self) -> (Vec<u8>, std::ops::Range<u32>) {
+        self.boundary(sys::nftnl_batch_end);
+        (self.wire, self.seqs)
+    }
+
+    /// Appends a batch begin or end message, acknowledged (with a sequence number) when the
+    /// kernel acknowledges them, as nftnl does.
+    fn boundary(&mut self, build: unsafe extern "C" fn(*mut c_char, u32) -> *mut libc::nlmsghdr) {
+        let acked = *ENDS_ACKED;
+        let seq = if acked { self.seqs.end } else { 0 };
+        self.write(|buf| {
+            // SAFETY: a begin or end message is a 20-byte header written into the scratch
+            // buffer's room; the header pointer returned points into it.
+            unsafe {
+                let header = build(buf.cast::<c_char>(), seq);
+                if acked && let Some(header) = header.as_mut() {
+                    header.nlmsg_flags |= u16_of(libc::NLM_F_ACK);
+                }
+            }
+        });
+        if acked {
+            self.seqs.end = self.seqs.end.saturating_add(1);
+        }
+    }
+
+    /// Runs `build` on the scratch buffer and appends the message it wrote there.
+    fn write(&mut self, build: impl FnOnce(*mut c_void)) {
+        SCRATCH.with_borrow_mut(|words| {
+            let buf = words.as_mut_ptr().cast::<c_void>();
+            build(buf);
+            let bytes: &[u8] = as_bytes(words);
+            let len = bytes
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map_or(0, u32::from_ne_bytes);
+            let len = usize::try_from(len).unwrap_or(usize::MAX).min(bytes.len());
+            // Messages follow each other at 4-byte boundaries (libmnl pads every attribute).
+            self.wire
+                .extend_from_slice(bytes.get(..len).unwrap_or_default());
+            self.wire.resize(self.wire.len().next_multiple_of(4), 0);
+            // libmnl leaves attribute padding as it finds it: zeroed after use, the scratch
+            // buffer gives the next message zeros there, as fresh pages would.
+            if let Some(used) = words.get_mut(..len.div_ceil(4)) {
+                used.fill(0);
+            }
+        });
+    }
+}
+
+impl Default for BatchWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The bytes of `words`, in memory order.
+fn as_bytes(words: &[u32]) -> &[u8] {
+    // SAFETY: any u32 is four initialised bytes; the slice covers exactly the words' memory
+    // and borrows them for as long.
+    unsafe {
+        std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len().saturating_mul(4))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Dump requests
 // ---------------------------------------------------------------------------------------------
 
