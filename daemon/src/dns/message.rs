@@ -339,6 +339,18 @@ pub fn rewrite_reply(
     Ok(message.to_vec()?)
 }
 
+/// Whether every record of `reply` (answer, authority and additional sections) has a TTL of at
+/// most `max_ttl`: then [`rewrite_reply`] with no age would change nothing but the id, and a
+/// reply that already carries the client's id can be sent as the upstream wrote it.
+pub fn ttls_within(reply: &Message, max_ttl: u32) -> bool {
+    reply
+        .answers
+        .iter()
+        .chain(&reply.authorities)
+        .chain(&reply.additionals)
+        .all(|record| record.ttl <= max_ttl)
+}
+
 /// `bytes` with the message id replaced by `id` (fast path for replies forwarded unchanged).
 pub fn with_id(bytes: &[u8], id: u16) -> Vec<u8> {
     let mut copy = bytes.to_vec();
@@ -872,6 +884,25 @@ mod tests {
         assert_eq!(rewritten.metadata.id, 0x0102);
         let ttls: Vec<u32> = rewritten.answers.iter().map(|record| record.ttl).collect();
         assert_eq!(ttls, vec![3600, 20, 0]);
+    }
+
+    #[test]
+    fn a_reply_is_within_the_cap_only_if_every_record_is() {
+        let mut answer = reply(
+            99,
+            "www.example.com.",
+            RecordType::A,
+            vec![
+                cname("www.example.com.", 300, "cdn.example.net."),
+                a("cdn.example.net.", 30, [192, 0, 2, 1]),
+            ],
+        );
+        assert!(ttls_within(&answer, 300));
+        assert!(!ttls_within(&answer, 299));
+        answer
+            .authorities
+            .push(a("ns.example.net.", 7200, [192, 0, 2, 53]));
+        assert!(!ttls_within(&answer, 3600), "authority records count too");
     }
 
     #[test]

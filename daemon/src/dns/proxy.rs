@@ -147,17 +147,29 @@ pub struct Proxy<G: Gate> {
     limiter: Mutex<RateLimiter>,
 }
 
-/// An answer to send, and the decision to record once it has left (the audit line is a write
-/// to disk: the client need not wait for it).
+/// An answer to send, and what to do once it has left: record the decision (the audit line is
+/// a write to disk) and cache a fresh upstream reply. The client need not wait for either.
 struct Reply {
     bytes: Vec<u8>,
     event: Option<DnsEvent>,
+    fresh: Option<Fresh>,
+}
+
+/// An upstream reply to cache.
+struct Fresh {
+    key: CacheKey,
+    reply: Message,
+    addresses: Vec<(IpAddr, u32)>,
 }
 
 impl Reply {
     /// An answer that records nothing.
     fn silent(bytes: Vec<u8>) -> Self {
-        Self { bytes, event: None }
+        Self {
+            bytes,
+            event: None,
+            fresh: None,
+        }
     }
 
     /// An answer that records `event`.
@@ -165,6 +177,7 @@ impl Reply {
         Self {
             bytes,
             event: Some(event),
+            fresh: None,
         }
     }
 }
@@ -265,21 +278,33 @@ impl<G: Gate> Proxy<G> {
         }
     }
 
-    /// Answers one UDP query, then records the decision and restocks the upstream sockets:
-    /// both wait until the answer has left.
+    /// Answers one UDP query, then records the decision, caches the reply and restocks the
+    /// upstream sockets: all of it waits until the answer has left.
     async fn answer_udp(&self, query: Vec<u8>, peer: SocketAddr, socket: &UdpSocket) {
         if let Some(reply) = self.answer(&query, Transport::Udp).await {
             if let Err(err) = socket.send_to(&reply.bytes, peer).await {
                 tracing::debug!(%peer, error = %err, "cannot send a DNS answer");
             }
-            self.record(reply.event);
+            self.settle(reply);
         }
         self.forwarder.restock();
     }
 
-    fn record(&self, event: Option<DnsEvent>) {
-        if let Some(event) = event {
+    /// What waits until an answer has left: its audit line, and caching a fresh reply.
+    fn settle(&self, reply: Reply) {
+        if let Some(event) = reply.event {
             self.gate.record(event);
+        }
+        if let Some(Fresh {
+            key,
+            reply,
+            addresses,
+        }) = reply.fresh
+        {
+            self.cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key, reply, addresses, Instant::now());
         }
     }
 
@@ -330,14 +355,14 @@ impl<G: Gate> Proxy<G> {
                 return Ok(());
             };
             let Ok(len) = u16::try_from(reply.bytes.len()) else {
-                self.record(reply.event);
+                self.settle(reply);
                 return Ok(());
             };
             let mut framed = Vec::with_capacity(reply.bytes.len() + 2);
             framed.extend_from_slice(&len.to_be_bytes());
             framed.extend_from_slice(&reply.bytes);
             let sent = stream.write_all(&framed).await;
-            self.record(reply.event);
+            self.settle(reply);
             sent?;
             self.forwarder.restock();
         }
@@ -408,13 +433,16 @@ impl<G: Gate> Proxy<G> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key, Instant::now());
-        let (reply, age, addresses, source) = match cached {
-            Some(hit) => (hit.reply, hit.age_secs, hit.addresses, "cache"),
-            None => match self.ask_upstream(query, bytes, &key).await {
-                Ok((reply, addresses)) => (reply, 0, addresses, "upstream"),
+        // `wire`: the upstream's own bytes, for a reply fresh from it.
+        let (reply, age, addresses, wire) = match cached {
+            Some(hit) => (hit.reply, hit.age_secs, hit.addresses, None),
+            None => match self.ask_upstream(query, bytes).await {
+                Ok((reply, addresses, wire)) => (reply, 0, addresses, Some(wire)),
                 Err(detail) => return self.fail(query, decision, detail),
             },
         };
+        let fresh = wire.is_some();
+        let source = if fresh { "upstream" } else { "cache" };
         let mut detail = reason_text(decision);
         if decision.verdict == Verdict::Allow && !addresses.is_empty() {
             let elements: Vec<(IpAddr, Duration)> = addresses
@@ -451,11 +479,16 @@ impl<G: Gate> Proxy<G> {
             detail.push_str(&format!("; {} from {source}", rcode_text(&reply)));
         }
         let max_ttl = u32::try_from(self.settings.max_ttl.as_secs()).unwrap_or(u32::MAX);
-        let answer = match message::rewrite_reply(&reply, query.id, max_ttl, age) {
-            Ok(answer) => answer,
-            Err(err) => {
-                return self.fail(query, decision, format!("cannot encode the answer: {err}"));
-            }
+        let answer = match wire {
+            // Fresh, every TTL within the cap, the client's id already in it: the upstream's
+            // bytes are the answer, not decoded and encoded again.
+            Some(wire) if message::ttls_within(&reply, max_ttl) => wire,
+            _ => match message::rewrite_reply(&reply, query.id, max_ttl, age) {
+                Ok(answer) => answer,
+                Err(err) => {
+                    return self.fail(query, decision, format!("cannot encode the answer: {err}"));
+                }
+            },
         };
         let event = DnsEvent {
             name: query.name.clone(),
@@ -466,34 +499,33 @@ impl<G: Gate> Proxy<G> {
             },
             detail,
         };
-        Reply::recorded(answer, event)
+        let mut answered = Reply::recorded(answer, event);
+        if fresh {
+            answered.fresh = Some(Fresh {
+                key,
+                reply,
+                addresses,
+            });
+        }
+        answered
     }
 
-    /// Forwards the query, checks the reply, and caches it.
+    /// Forwards the query and checks the reply; returns it read, its addresses, and as the
+    /// upstream wrote it (with the client's id).
     async fn ask_upstream(
         &self,
         query: &Query,
         bytes: &[u8],
-        key: &CacheKey,
-    ) -> Result<(Message, Vec<(IpAddr, u32)>), String> {
-        let reply = self
+    ) -> Result<(Message, Vec<(IpAddr, u32)>, Vec<u8>), String> {
+        let wire = self
             .forwarder
             .forward(bytes)
             .await
             .map_err(|err| format!("upstream: {err}"))?;
-        let reply = message::check_reply(query, query.id, &reply)
+        let reply = message::check_reply(query, query.id, &wire)
             .map_err(|err| format!("upstream reply: {err}"))?;
         let addresses = message::addresses(query, &reply);
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                key.clone(),
-                reply.clone(),
-                addresses.clone(),
-                Instant::now(),
-            );
-        Ok((reply, addresses))
+        Ok((reply, addresses, wire))
     }
 
     fn fail(&self, query: &Query, decision: &Decision, detail: String) -> Reply {
