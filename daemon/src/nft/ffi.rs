@@ -3,12 +3,14 @@
 //! The `nftnl` crate covers tables, base chains, rules and batches; this module fills its gaps
 //! over the re-exported `nftnl::nftnl_sys` bindings: every expression shield writes (`log`
 //! included) through the public [`Expression`] trait, sets with flags and nft's user data,
-//! element messages (interval ends, per-element timeouts, no `NLM_F_EXCL`), dump requests, and
-//! the parsing of dumped tables, sets, elements, chains and rules back into plain data.
+//! element messages (interval ends, per-element timeouts, no `NLM_F_EXCL`), batches laid out as
+//! nftnl lays them out but in one reused buffer ([`BatchWriter`]), dump requests, and the parsing
+//! of dumped tables, sets, elements, chains and rules back into plain data.
 //!
 //! This is the only place in the netlink layer that touches raw pointers. Each libnftnl object
 //! is owned by a small guard that frees it on every path; no pointer outlives the function that
-//! allocated it, and nothing here is `Send`, so callers build and parse inside one blocking call.
+//! allocated it, and no libnftnl object here is `Send`, so callers build and parse inside one
+//! blocking call.
 #![allow(
     unsafe_code,
     reason = "FFI to libnftnl: building and parsing nf_tables netlink messages"

@@ -1,7 +1,8 @@
 //! The netlink layer: programs table `inet shield` into a container's network namespace and
 //! reads it back, over a `NETLINK_NETFILTER` socket created inside that namespace.
 //!
-//! The daemon calls these blocking functions from `spawn_blocking`, one container at a time.
+//! The daemon calls these blocking functions from `spawn_blocking` (a DNS answer's small insert
+//! inline, on its DNS thread: the kernel answers it in microseconds), one container at a time.
 //! libnftnl objects are not `Send`, so each call builds, sends and parses everything itself.
 //!
 //! Layout, one idea per module:
