@@ -201,14 +201,15 @@ fn rootful_container_sockets_live_in_its_netns() {
     );
     assert_ne!(sockets.netns, own_netns());
     assert_is_netlink(&sockets.nftables);
-    assert_eq!(nft_getgen(&sockets.nftables), Ok(NFT_NEWGEN));
-    // The daemon's waits on the nf_tables socket rely on the timeout the helper gave it.
+    // The daemon's waits on the nf_tables socket rely on the timeout the helper gave it
+    // (checked before `nft_getgen`, which sets one of its own).
     let timeout = nix::sys::socket::getsockopt(&sockets.nftables, sockopt::ReceiveTimeout)
         .expect("SO_RCVTIMEO");
     assert_eq!(
         Duration::from_micros(u64::try_from(timeout.num_microseconds()).unwrap()),
         shieldd::nft::REPLY_TIMEOUT
     );
+    assert_eq!(nft_getgen(&sockets.nftables), Ok(NFT_NEWGEN));
     let nflog = sockets.nflog.as_ref().expect("nflog requested");
     assert_is_netlink(nflog);
 
