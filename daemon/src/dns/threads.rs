@@ -4,9 +4,9 @@
 //! Why not the daemon's multi-threaded runtime: a DNS answer is a chain of steps of a few µs
 //! each (receive, decide, forward, insert, send) separated by waits of tens of µs, and on that
 //! runtime every query woke a second worker for nothing (a futex wake, and a halted vCPU to
-//! wake on the VMs shield is measured on) and its upstream timer woke the reactor through its
-//! eventfd: ~35 µs of CPU per forwarded answer, most of it on the answer's way. On a thread of
-//! its own, a proxy's tasks hand over to each other without waking anyone.
+//! wake on the VMs shield is measured on) while the answer's steps moved between the workers:
+//! ~35 µs of CPU per forwarded answer, much of it on the answer's way. On a thread of its own,
+//! a proxy's tasks hand over to each other without waking anyone.
 //!
 //! Containers are spread over the threads round robin, one thread per CPU (at most
 //! [`MAX_THREADS`]), so many busy containers still use every CPU. Each thread has its own
