@@ -14,8 +14,9 @@ use nftnl::{MsgType, NlMsg, ProtoFamily};
 
 use super::encode::{SET_USERDATA, element_elems, rule_exprs, set_elements, set_header, set_id};
 use super::error::NftError;
-use super::ffi::{BatchWriter, ELEMS_PER_MESSAGE, ElemMsg, SetMsg};
+use super::ffi::{BatchWriter, SetMsg};
 use super::kernel::{Expr, KElem};
+use super::wire::{ELEMS_PER_MESSAGE, ElemMsg, ElemOp};
 use crate::ruleset::ir::{ChainPolicy, Hook, Set, SetKind, TABLE_NAME, Table};
 
 /// A finalized batch and what each of its messages does, by sequence number.
@@ -124,9 +125,10 @@ impl Builder {
         elems: &[KElem],
         op: ElemOp,
     ) -> Result<(), NftError> {
-        let (verb, msg_type) = match op {
-            ElemOp::Add => ("add", MsgType::Add),
-            ElemOp::Delete | ElemOp::DeleteIfPresent => ("delete", MsgType::Del),
+        let verb = match op {
+            ElemOp::Add => "add",
+            ElemOp::Delete | ElemOp::DeleteIfPresent => "delete",
+            ElemOp::Get => "look up",
         };
         for (n, chunk) in elems.chunks(ELEMS_PER_MESSAGE).enumerate() {
             let first = n.saturating_mul(ELEMS_PER_MESSAGE);
@@ -135,13 +137,9 @@ impl Builder {
                 first,
                 first.saturating_add(chunk.len())
             );
-            let msg = ElemMsg::new(TABLE_NAME, set, id, chunk.to_vec())?;
-            let msg = if op == ElemOp::DeleteIfPresent {
-                msg.missing_ok()
-            } else {
-                msg
-            };
-            self.add(&msg, msg_type, label);
+            let msg = ElemMsg::new(TABLE_NAME, set, id, chunk)?;
+            self.batch.add_elements(&msg, op);
+            self.labels.push(label);
         }
         Ok(())
     }
@@ -271,17 +269,6 @@ fn encode_elements(sets: &[Set]) -> Result<Vec<(&Set, Vec<KElem>)>, NftError> {
         .collect()
 }
 
-/// What an element message does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ElemOp {
-    /// Add (or refresh) the elements.
-    Add,
-    /// Delete the elements; the batch fails if one is missing.
-    Delete,
-    /// Delete the elements that are present (`DESTROYSETELEM`).
-    DeleteIfPresent,
-}
-
 /// The batch that removes the elements of `removes` and then adds those of `adds`, each given
 /// as a [`Set`] (name, family, kind) holding just the elements to change, in one transaction.
 ///
@@ -314,6 +301,7 @@ mod tests {
     )]
 
     use super::*;
+    use crate::nft::ffi::reference::LibnftnlElemMsg;
 
     /// A netlink message of `len` bytes (header included) with `flags`.
     fn message(len: u32, flags: u16) -> Vec<u8> {
@@ -361,8 +349,78 @@ mod tests {
         }
     }
 
+    fn element(key: Vec<u8>, timeout_ms: Option<u64>) -> KElem {
+        KElem {
+            key,
+            flags: 0,
+            timeout_ms,
+            userdata: Vec::new(),
+            extra: None,
+        }
+    }
+
+    /// Element messages of every kind, as `(set, set id, elements, op)`.
+    fn element_messages() -> Vec<(&'static str, Option<u32>, Vec<KElem>, ElemOp)> {
+        let v6 = |last| {
+            let mut key = vec![0x20, 1, 0xd, 0xb8];
+            key.resize(15, 0);
+            key.push(last);
+            key
+        };
+        vec![
+            (
+                "dns_v4",
+                None,
+                vec![
+                    element(vec![10, 0, 0, 1], Some(30_000)),
+                    element(vec![10, 0, 0, 2], Some(3_600_000)),
+                ],
+                ElemOp::Add,
+            ),
+            (
+                "allow_v6",
+                Some(7),
+                vec![
+                    element(v6(0), None),
+                    KElem {
+                        flags: 1,
+                        userdata: vec![0, 1, 1],
+                        ..element(v6(1), None)
+                    },
+                ],
+                ElemOp::Add,
+            ),
+            (
+                "dns_v6",
+                None,
+                vec![element(v6(9), Some(1_000))],
+                ElemOp::Add,
+            ),
+            (
+                "dns_v4",
+                None,
+                vec![element(vec![10, 0, 0, 3], None)],
+                ElemOp::DeleteIfPresent,
+            ),
+            (
+                "deny_v4",
+                None,
+                vec![
+                    element(vec![192, 0, 2, 0], None),
+                    KElem {
+                        flags: 1,
+                        ..element(vec![192, 0, 2, 8], None)
+                    },
+                ],
+                ElemOp::Delete,
+            ),
+            ("allow_v4", None, Vec::new(), ElemOp::Add),
+        ]
+    }
+
     /// The writer lays a batch out byte for byte as `nftnl::Batch` does, sequence numbers
-    /// included: tables, chains, element messages of every kind.
+    /// included: tables and chains (built by libnftnl in both), and element messages of every
+    /// kind, ours written in Rust (`wire`), theirs by libnftnl.
     #[test]
     fn the_writer_lays_a_batch_out_as_nftnl_does() {
         let table = nftnl::Table::new(c"shield", ProtoFamily::Inet);
@@ -370,51 +428,6 @@ mod tests {
         chain.set_type(nftnl::ChainType::Filter);
         chain.set_hook(nftnl::Hook::Out, 0);
         chain.set_policy(nftnl::Policy::Drop);
-        let element = |key: Vec<u8>, timeout_ms| KElem {
-            key,
-            flags: 0,
-            timeout_ms,
-            userdata: Vec::new(),
-            extra: None,
-        };
-        let adds = ElemMsg::new(
-            TABLE_NAME,
-            "dns_v4",
-            None,
-            vec![
-                element(vec![10, 0, 0, 1], Some(30_000)),
-                element(vec![10, 0, 0, 2], Some(3_600_000)),
-            ],
-        )
-        .unwrap();
-        let interval = ElemMsg::new(
-            TABLE_NAME,
-            "allow_v6",
-            Some(7),
-            vec![
-                element(
-                    vec![0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                    None,
-                ),
-                KElem {
-                    flags: 1,
-                    userdata: vec![0, 1, 1],
-                    ..element(
-                        vec![0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-                        None,
-                    )
-                },
-            ],
-        )
-        .unwrap();
-        let removes = ElemMsg::new(
-            TABLE_NAME,
-            "dns_v4",
-            None,
-            vec![element(vec![10, 0, 0, 3], None)],
-        )
-        .unwrap()
-        .missing_ok();
 
         let mut theirs = nftnl::Batch::new();
         let mut ours = BatchWriter::new();
@@ -424,13 +437,12 @@ mod tests {
         ours.add(&table, MsgType::Del);
         theirs.add(&chain, MsgType::Add);
         ours.add(&chain, MsgType::Add);
-        for (msg, kind) in [
-            (&adds, MsgType::Add),
-            (&interval, MsgType::Add),
-            (&removes, MsgType::Del),
-        ] {
-            theirs.add(msg, kind);
-            ours.add(msg, kind);
+        let messages = element_messages();
+        for (set, id, elems, op) in &messages {
+            let reference = LibnftnlElemMsg::new(TABLE_NAME, set, *id, elems, *op);
+            // The reference's message type comes from `op`, whatever this says.
+            theirs.add(&reference, MsgType::Add);
+            ours.add_elements(&ElemMsg::new(TABLE_NAME, set, *id, elems).unwrap(), *op);
         }
         let theirs = theirs.finalize();
         let mut theirs_wire: Vec<u8> = theirs.iter().flatten().copied().collect();
@@ -440,8 +452,34 @@ mod tests {
         let (ours_wire, ours_seqs) = ours.finish();
         assert_eq!(ours_seqs, theirs.sequence_numbers());
         assert_eq!(ours_wire, theirs_wire);
-        // Every message is there: begin, six, end.
-        assert_eq!(flags_of(&ours_wire).len(), 8);
+        // Every message is there: begin, three, the element messages, end.
+        assert_eq!(flags_of(&ours_wire).len(), 5 + messages.len());
+    }
+
+    /// A `GETSETELEM` request is libnftnl's too, keys and interval-end flags only.
+    #[test]
+    fn a_lookup_request_is_laid_out_as_libnftnl_does() {
+        for (set, _, elems, _) in element_messages() {
+            let ours = crate::nft::wire::get_elems_request(TABLE_NAME, set, &elems, 42).unwrap();
+            let keys: Vec<KElem> = elems
+                .iter()
+                .map(|e| KElem {
+                    flags: e.flags,
+                    ..element(e.key.clone(), None)
+                })
+                .collect();
+            let reference = LibnftnlElemMsg::new(TABLE_NAME, set, None, &keys, ElemOp::Get);
+            let mut batch = nftnl::Batch::new();
+            batch.add(&reference, MsgType::Add);
+            let mut theirs: Vec<u8> = batch.finalize().iter().flatten().copied().collect();
+            zero_padding(&mut theirs);
+            // Theirs sits between a batch begin and end, each 20 bytes.
+            let end = theirs.len() - 20;
+            let theirs = &mut theirs[20..end];
+            // The batch numbered it; ours asked for 42.
+            theirs[8..12].copy_from_slice(&42_u32.to_ne_bytes());
+            assert_eq!(ours, theirs, "lookup of set {set}");
+        }
     }
 
     #[test]

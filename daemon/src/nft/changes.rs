@@ -40,6 +40,7 @@ use super::kernel::{ELEM_F_INTERVAL_END, KElem};
 use super::lift::lift_set;
 pub use super::socket::Budget;
 use super::socket::Link;
+use super::wire;
 use crate::ruleset::build::{DENY_V4, DENY_V6, PRIVATE_V4_SET, PRIVATE_V6_SET};
 use crate::ruleset::ir::{IpRange, Set, SetElement, SetKind, TABLE_NAME};
 
@@ -332,7 +333,7 @@ fn lookups(link: &mut Link<'_>, probes: &[Probe<'_>], expect: Expect) -> Result<
             let seq = dump::next_seq();
             let set = request.first().map(|p| p.set).unwrap_or_default();
             let elems: Vec<KElem> = request.iter().map(|p| p.elem.clone()).collect();
-            bytes.extend(ffi::get_elems_request(TABLE_NAME, set, &elems, seq)?);
+            bytes.extend(wire::get_elems_request(TABLE_NAME, set, &elems, seq)?);
             seqs.push(seq);
         }
         let mut replies: Vec<(u32, KElem)> = Vec::new();

@@ -3,9 +3,9 @@
 //! The `nftnl` crate covers tables, base chains, rules and batches; this module fills its gaps
 //! over the re-exported `nftnl::nftnl_sys` bindings: every expression shield writes (`log`
 //! included) through the public [`Expression`] trait, sets with flags and nft's user data,
-//! element messages (interval ends, per-element timeouts, no `NLM_F_EXCL`), batches laid out as
-//! nftnl lays them out but in one reused buffer ([`BatchWriter`]), dump requests, and the parsing
-//! of dumped tables, sets, elements, chains and rules back into plain data.
+//! batches laid out as nftnl lays them out but in one reused buffer ([`BatchWriter`], which also
+//! takes the element messages [`super::wire`] writes without libnftnl), dump requests, and the
+//! parsing of dumped tables, sets, elements, chains and rules back into plain data.
 //!
 //! This is the only place in the netlink layer that touches raw pointers. Each libnftnl object
 //! is owned by a small guard that frees it on every path; no pointer outlives the function that
@@ -26,6 +26,7 @@ use nftnl::{MsgType, NlMsg};
 
 use super::error::NftError;
 use super::kernel::{Expr, FAMILY_INET, KChain, KElem, KRule, KSet, REG_VERDICT};
+use super::wire::{Boundary, ElemMsg, ElemOp};
 
 /// A libnftnl attribute number as the setters and getters take it.
 #[allow(
@@ -359,149 +360,6 @@ unsafe impl NlMsg for SetMsg {
     }
 }
 
-/// Most kernel elements one element message carries: well below the 64 KiB attribute limit
-/// even for IPv6 interval elements with user data (about 60 bytes each).
-pub const ELEMS_PER_MESSAGE: usize = 512;
-
-/// `NEWSETELEM` (without `NLM_F_EXCL`: re-adding an element refreshes it) or `DELSETELEM` for
-/// up to [`ELEMS_PER_MESSAGE`] elements of one set.
-pub struct ElemMsg {
-    table: CString,
-    set: CString,
-    set_id: Option<u32>,
-    elems: Vec<KElem>,
-    missing_ok: bool,
-}
-
-/// `NFT_MSG_DESTROYSETELEM` (Linux 6.3): deletes elements, and is not refused for an element that
-/// is not there. Not in the libc crate yet.
-const NFT_MSG_DESTROYSETELEM: c_int = 30;
-
-impl ElemMsg {
-    /// A message for `elems` of set `set` (`set_id` when the set is created in the same batch).
-    pub fn new(
-        table: &str,
-        set: &str,
-        set_id: Option<u32>,
-        elems: Vec<KElem>,
-    ) -> Result<Self, NftError> {
-        if elems.len() > ELEMS_PER_MESSAGE {
-            return Err(NftError::encode(
-                format!("elements of set {set}"),
-                "too many for one message",
-            ));
-        }
-        if let Some(e) = elems
-            .iter()
-            .find(|e| e.key.len() > 16 || e.userdata.len() > 64)
-        {
-            return Err(NftError::encode(
-                format!("elements of set {set}"),
-                format!("element key of {} bytes", e.key.len()),
-            ));
-        }
-        Ok(Self {
-            table: cstring(table, "table name")?,
-            set: cstring(set, "set name")?,
-            set_id,
-            elems,
-            missing_ok: false,
-        })
-    }
-
-    /// Makes a delete succeed for elements that are already gone (`DESTROYSETELEM`): the
-    /// kernel expires timeout elements on its own clock, so one may vanish between the daemon
-    /// deciding to remove it and the batch arriving, and that must not fail the whole change.
-    #[must_use]
-    pub fn missing_ok(mut self) -> Self {
-        self.missing_ok = true;
-        self
-    }
-}
-
-// SAFETY: at most ELEMS_PER_MESSAGE elements of at most ~100 bytes each (key ≤ 16 bytes, user
-// data ≤ 64 bytes, checked in `new`): about 52 KiB, below `nft_nlmsg_maxsize()`.
-unsafe impl NlMsg for ElemMsg {
-    unsafe fn write(&self, buf: *mut c_void, seq: u32, msg_type: MsgType) {
-        let (msg, flags) = match msg_type {
-            MsgType::Add => (
-                libc::NFT_MSG_NEWSETELEM,
-                libc::NLM_F_CREATE | libc::NLM_F_ACK,
-            ),
-            MsgType::Del if self.missing_ok => (NFT_MSG_DESTROYSETELEM, libc::NLM_F_ACK),
-            MsgType::Del => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
-        };
-        // SAFETY: the caller's contract is ours.
-        unsafe { self.write_as(buf, msg, flags, seq) }
-    }
-}
-
-impl ElemMsg {
-    /// Writes the message as `msg` (an `NFT_MSG_*SETELEM`) with netlink `flags`.
-    ///
-    /// # Safety
-    /// `buf` must have room for `nft_nlmsg_maxsize()` bytes and be aligned for `nlmsghdr`.
-    unsafe fn write_as(&self, buf: *mut c_void, msg: c_int, flags: c_int, seq: u32) {
-        let Ok(set) = OwnedSet::new() else {
-            std::process::abort();
-        };
-        set_identity(&set, &self.table, Some(&self.set), self.set_id);
-        for e in &self.elems {
-            // SAFETY: plain allocation; NULL only on OOM.
-            let Some(elem) = NonNull::new(unsafe { sys::nftnl_set_elem_alloc() }) else {
-                std::process::abort();
-            };
-            // SAFETY: `elem` is live and ours until `nftnl_set_elem_add` hands it to `set`, which
-            // then frees it; all data is copied by libnftnl.
-            unsafe {
-                sys::nftnl_set_elem_set(
-                    elem.as_ptr(),
-                    attr(sys::NFTNL_SET_ELEM_KEY),
-                    e.key.as_ptr().cast::<c_void>(),
-                    len_u32(&e.key),
-                );
-                if e.flags != 0 {
-                    sys::nftnl_set_elem_set_u32(
-                        elem.as_ptr(),
-                        attr(sys::NFTNL_SET_ELEM_FLAGS),
-                        e.flags,
-                    );
-                }
-                if let Some(ms) = e.timeout_ms {
-                    sys::nftnl_set_elem_set_u64(
-                        elem.as_ptr(),
-                        attr(sys::NFTNL_SET_ELEM_TIMEOUT),
-                        ms,
-                    );
-                    // The expiration too: re-adding an element with only the timeout it already
-                    // has leaves its expiry where it was, so a fresh DNS answer would not extend
-                    // an address about to expire. With both, every add restarts the clock.
-                    sys::nftnl_set_elem_set_u64(
-                        elem.as_ptr(),
-                        attr(sys::NFTNL_SET_ELEM_EXPIRATION),
-                        ms,
-                    );
-                }
-                if !e.userdata.is_empty() {
-                    sys::nftnl_set_elem_set(
-                        elem.as_ptr(),
-                        attr(sys::NFTNL_SET_ELEM_USERDATA),
-                        e.userdata.as_ptr().cast::<c_void>(),
-                        len_u32(&e.userdata),
-                    );
-                }
-                sys::nftnl_set_elem_add(set.ptr(), elem.as_ptr());
-            }
-        }
-        // SAFETY: `buf` has room for the largest message (the caller's contract, and the size
-        // bound above); `set` and its elements are live.
-        unsafe {
-            let nlh = header(buf, msg, flags, seq);
-            sys::nftnl_set_elems_nlmsg_build_payload(nlh, set.ptr());
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Batches
 // ---------------------------------------------------------------------------------------------
@@ -541,7 +399,7 @@ impl BatchWriter {
             wire: Vec::new(),
             seqs: 1..1,
         };
-        writer.boundary(sys::nftnl_batch_begin);
+        writer.boundary(Boundary::Begin);
         writer
     }
 
@@ -555,27 +413,25 @@ impl BatchWriter {
         self.seqs.end = self.seqs.end.saturating_add(1);
     }
 
+    /// Appends element message `msg` doing `op`, with the next sequence number. Written straight
+    /// into the batch (see [`super::wire`]), not through libnftnl and the scratch buffer.
+    pub fn add_elements(&mut self, msg: &ElemMsg<'_>, op: ElemOp) {
+        msg.write(op, self.seqs.end, &mut self.wire);
+        self.seqs.end = self.seqs.end.saturating_add(1);
+    }
+
     /// Appends the end message; returns the bytes and the sequence numbers given.
     pub fn finish(mut self) -> (Vec<u8>, std::ops::Range<u32>) {
-        self.boundary(sys::nftnl_batch_end);
+        self.boundary(Boundary::End);
         (self.wire, self.seqs)
     }
 
     /// Appends a batch begin or end message, acknowledged (with a sequence number) when the
     /// kernel acknowledges them, as nftnl does.
-    fn boundary(&mut self, build: unsafe extern "C" fn(*mut c_char, u32) -> *mut libc::nlmsghdr) {
+    fn boundary(&mut self, boundary: Boundary) {
         let acked = *ENDS_ACKED;
         let seq = if acked { self.seqs.end } else { 0 };
-        self.write(|buf| {
-            // SAFETY: a begin or end message is a 20-byte header written into the scratch
-            // buffer's room; the header pointer returned points into it.
-            unsafe {
-                let header = build(buf.cast::<c_char>(), seq);
-                if acked && let Some(header) = header.as_mut() {
-                    header.nlmsg_flags |= u16_of(libc::NLM_F_ACK);
-                }
-            }
-        });
+        boundary.write(seq, acked, &mut self.wire);
         if acked {
             self.seqs.end = self.seqs.end.saturating_add(1);
         }
@@ -723,46 +579,6 @@ pub fn dump_request(
     };
     let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
     bytes.truncate(len);
-    Ok(bytes)
-}
-
-/// Builds a `GETSETELEM` request (not a dump; `NLM_F_ACK`) for `elems` of set `set`: the kernel
-/// answers with one `NEWSETELEM` per element it finds, in order, then an ACK, or stops at the
-/// first element it does not find with `ENOENT`.
-///
-/// Only the key and the interval-end flag of each element are sent: they are what the kernel
-/// looks an element up by.
-pub fn get_elems_request(
-    table: &str,
-    set: &str,
-    elems: &[KElem],
-    seq: u32,
-) -> Result<Vec<u8>, NftError> {
-    let keys: Vec<KElem> = elems
-        .iter()
-        .map(|e| KElem {
-            key: e.key.clone(),
-            flags: e.flags,
-            timeout_ms: None,
-            userdata: Vec::new(),
-            extra: None,
-        })
-        .collect();
-    let msg = ElemMsg::new(table, set, None, keys)?;
-    // `ElemMsg::new` bounds the message to about 52 KiB; nftnl's own batch pages are sized by
-    // `nft_nlmsg_maxsize()`, so a buffer of that size (in u32 words, aligned for `nlmsghdr`)
-    // holds it.
-    let size = usize::try_from(nftnl::nft_nlmsg_maxsize()).unwrap_or(usize::MAX);
-    let mut words = vec![0u32; size.div_ceil(4)];
-    let buf = words.as_mut_ptr().cast::<c_void>();
-    // SAFETY: `buf` holds `nft_nlmsg_maxsize()` aligned writable bytes; the header written
-    // there stays inside it.
-    let len = unsafe {
-        msg.write_as(buf, libc::NFT_MSG_GETSETELEM, libc::NLM_F_ACK, seq);
-        (*buf.cast::<libc::nlmsghdr>()).nlmsg_len as usize
-    };
-    let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    bytes.truncate(len.min(size));
     Ok(bytes)
 }
 
@@ -1131,5 +947,117 @@ pub fn parse_rule(msg: &[u8]) -> Result<(Owner, KRule), NftError> {
                 exprs,
             },
         ))
+    }
+}
+
+/// libnftnl's own element messages: what the tests hold [`super::wire`] to.
+#[cfg(test)]
+pub mod reference {
+    use super::{
+        CString, NlMsg, NonNull, OwnedSet, attr, c_int, c_void, header, len_u32, libc,
+        set_identity, sys,
+    };
+    use crate::nft::kernel::KElem;
+    use crate::nft::wire::ElemOp;
+    use nftnl::MsgType;
+
+    /// An element message as libnftnl builds it: a set object holding an element object per
+    /// element, written by `nftnl_set_elems_nlmsg_build_payload`.
+    pub struct LibnftnlElemMsg {
+        table: CString,
+        set: CString,
+        set_id: Option<u32>,
+        elems: Vec<KElem>,
+        op: ElemOp,
+    }
+
+    impl LibnftnlElemMsg {
+        /// The message doing `op` for `elems` of set `set` of table `table`.
+        pub fn new(
+            table: &str,
+            set: &str,
+            set_id: Option<u32>,
+            elems: &[KElem],
+            op: ElemOp,
+        ) -> Self {
+            Self {
+                table: CString::new(table).unwrap_or_default(),
+                set: CString::new(set).unwrap_or_default(),
+                set_id,
+                elems: elems.to_vec(),
+                op,
+            }
+        }
+    }
+
+    // SAFETY: the tests' messages are a few hundred bytes, far below `nft_nlmsg_maxsize()`,
+    // the room every `NlMsg` is written into.
+    unsafe impl NlMsg for LibnftnlElemMsg {
+        unsafe fn write(&self, buf: *mut c_void, seq: u32, _msg_type: MsgType) {
+            // `NFT_MSG_DESTROYSETELEM` is not in the libc crate.
+            let (msg, flags): (c_int, c_int) = match self.op {
+                ElemOp::Add => (
+                    libc::NFT_MSG_NEWSETELEM,
+                    libc::NLM_F_CREATE | libc::NLM_F_ACK,
+                ),
+                ElemOp::Delete => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
+                ElemOp::DeleteIfPresent => (30, libc::NLM_F_ACK),
+                ElemOp::Get => (libc::NFT_MSG_GETSETELEM, libc::NLM_F_ACK),
+            };
+            let Ok(set) = OwnedSet::new() else {
+                std::process::abort();
+            };
+            set_identity(&set, &self.table, Some(&self.set), self.set_id);
+            for e in &self.elems {
+                // SAFETY: plain allocation; NULL only on OOM.
+                let Some(elem) = NonNull::new(unsafe { sys::nftnl_set_elem_alloc() }) else {
+                    std::process::abort();
+                };
+                // SAFETY: `elem` is live and ours until `nftnl_set_elem_add` hands it to `set`,
+                // which then frees it; all data is copied by libnftnl.
+                unsafe {
+                    sys::nftnl_set_elem_set(
+                        elem.as_ptr(),
+                        attr(sys::NFTNL_SET_ELEM_KEY),
+                        e.key.as_ptr().cast::<c_void>(),
+                        len_u32(&e.key),
+                    );
+                    if e.flags != 0 {
+                        sys::nftnl_set_elem_set_u32(
+                            elem.as_ptr(),
+                            attr(sys::NFTNL_SET_ELEM_FLAGS),
+                            e.flags,
+                        );
+                    }
+                    if let Some(ms) = e.timeout_ms {
+                        sys::nftnl_set_elem_set_u64(
+                            elem.as_ptr(),
+                            attr(sys::NFTNL_SET_ELEM_TIMEOUT),
+                            ms,
+                        );
+                        sys::nftnl_set_elem_set_u64(
+                            elem.as_ptr(),
+                            attr(sys::NFTNL_SET_ELEM_EXPIRATION),
+                            ms,
+                        );
+                    }
+                    if !e.userdata.is_empty() {
+                        sys::nftnl_set_elem_set(
+                            elem.as_ptr(),
+                            attr(sys::NFTNL_SET_ELEM_USERDATA),
+                            e.userdata.as_ptr().cast::<c_void>(),
+                            len_u32(&e.userdata),
+                        );
+                    }
+                    sys::nftnl_set_elem_add(set.ptr(), elem.as_ptr());
+                }
+            }
+            // SAFETY: `buf` has room for the message (the caller's contract); `set` and its
+            // elements are live.
+            unsafe {
+                let nlh = header(buf, msg, flags, seq);
+                sys::nftnl_set_elems_nlmsg_build_payload(nlh, set.ptr());
+            }
+        }
     }
 }

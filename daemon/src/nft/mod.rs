@@ -10,6 +10,8 @@
 //! - [`encode`]: our IR → kernel objects, pure, byte-for-byte what `nft` generates;
 //! - [`lift`]: kernel objects → our IR, pure, failing on anything shield does not write;
 //! - `ffi`: the libnftnl shims (the only `unsafe` code): messages out, dumps in;
+//! - `wire`: element messages written in plain Rust (the DNS insert's hot path), checked
+//!   byte for byte against libnftnl's;
 //! - `batch`: one atomic batch per change, every message labelled for error reports;
 //! - [`changes`]: live element changes, split when large and add-only, and their verification;
 //! - `dump`: consistent reads of the whole table;
@@ -24,6 +26,7 @@ mod ffi;
 pub mod kernel;
 pub mod lift;
 mod socket;
+mod wire;
 
 use std::os::fd::BorrowedFd;
 
