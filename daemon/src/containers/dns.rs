@@ -109,7 +109,7 @@ impl Gate for ContainerGate {
     async fn let_through(
         &self,
         name: &str,
-        addresses: Vec<(IpAddr, Duration)>,
+        addresses: &[(IpAddr, Duration)],
     ) -> Result<(), GateError> {
         let container = self.container.upgrade().ok_or(GateError::Detached)?;
         let mut container = container.lock().await;
@@ -131,8 +131,8 @@ impl Gate for ContainerGate {
         // the client's cache) let through for longer.
         let now = Instant::now();
         let addresses: Vec<(IpAddr, Duration)> = addresses
-            .into_iter()
-            .map(|(addr, ttl)| {
+            .iter()
+            .map(|&(addr, ttl)| {
                 let left = running.learnt.time_left(addr, now).map(round_up_to_seconds);
                 (addr, left.map_or(ttl, |left| left.max(ttl)))
             })

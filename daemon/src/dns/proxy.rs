@@ -70,7 +70,7 @@ pub trait Gate: Send + Sync + 'static {
     fn let_through(
         &self,
         name: &str,
-        addresses: Vec<(IpAddr, Duration)>,
+        addresses: &[(IpAddr, Duration)],
     ) -> impl Future<Output = Result<(), GateError>> + Send;
 
     /// Records a decision in the container's audit trail.
@@ -151,8 +151,80 @@ pub struct Proxy<G: Gate> {
 /// a write to disk) and cache a fresh upstream reply. The client need not wait for either.
 struct Reply {
     bytes: Vec<u8>,
-    event: Option<DnsEvent>,
+    event: Option<Audit>,
     fresh: Option<Fresh>,
+}
+
+/// A decision for the audit trail, written out once the answer has left.
+enum Audit {
+    /// Already worded (refusals and failures: short, and off the common path).
+    Worded(DnsEvent),
+    /// A name resolved from the upstream or the cache: worded after the answer has left, since
+    /// putting its addresses into words costs microseconds the client need not wait for.
+    Resolved {
+        name: String,
+        record_type: RecordType,
+        decision: Decision,
+        outcome: Outcome,
+    },
+}
+
+/// What became of a resolved name's addresses.
+enum Outcome {
+    /// Let through (each with its element timeout), from the upstream or the cache.
+    LetThrough {
+        source: &'static str,
+        elements: Vec<(IpAddr, Duration)>,
+    },
+    /// Answered without letting anything through (a forwarded name).
+    NotLetThrough(Vec<(IpAddr, u32)>),
+    /// An answer without addresses: its response code.
+    NoAddresses {
+        source: &'static str,
+        rcode: ResponseCode,
+    },
+}
+
+impl Audit {
+    /// The decision as the audit trail records it.
+    fn into_event(self) -> DnsEvent {
+        match self {
+            Self::Worded(event) => event,
+            Self::Resolved {
+                name,
+                record_type,
+                decision,
+                outcome,
+            } => {
+                let mut detail = reason_text(&decision);
+                match outcome {
+                    Outcome::LetThrough { source, elements } => {
+                        detail.push_str(&format!(
+                            "; let through ({source}): {}",
+                            describe(&elements)
+                        ));
+                    }
+                    Outcome::NotLetThrough(addresses) => {
+                        let addresses: Vec<String> =
+                            addresses.iter().map(|(addr, _)| addr.to_string()).collect();
+                        detail.push_str(&format!("; not let through: {}", addresses.join(", ")));
+                    }
+                    Outcome::NoAddresses { source, rcode } => {
+                        detail.push_str(&format!("; {rcode} with no addresses from {source}"));
+                    }
+                }
+                DnsEvent {
+                    name,
+                    record_type,
+                    verdict: match decision.verdict {
+                        Verdict::Allow => "allowed",
+                        _ => "forwarded",
+                    },
+                    detail,
+                }
+            }
+        }
+    }
 }
 
 /// An upstream reply to cache.
@@ -176,7 +248,7 @@ impl Reply {
     fn recorded(bytes: Vec<u8>, event: DnsEvent) -> Self {
         Self {
             bytes,
-            event: Some(event),
+            event: Some(Audit::Worded(event)),
             fresh: None,
         }
     }
@@ -292,8 +364,8 @@ impl<G: Gate> Proxy<G> {
 
     /// What waits until an answer has left: its audit line, and caching a fresh reply.
     fn settle(&self, reply: Reply) {
-        if let Some(event) = reply.event {
-            self.gate.record(event);
+        if let Some(audit) = reply.event {
+            self.gate.record(audit.into_event());
         }
         if let Some(Fresh {
             key,
@@ -384,7 +456,7 @@ impl<G: Gate> Proxy<G> {
         let decision = self.gate.decide(&query.name);
         let mut reply = match decision.verdict {
             Verdict::Refuse => self.refuse(&query, &decision),
-            Verdict::Allow | Verdict::Forward => self.resolve(&query, bytes, &decision).await,
+            Verdict::Allow | Verdict::Forward => self.resolve(&query, bytes, decision).await,
         };
         if transport == Transport::Udp && reply.bytes.len() > usize::from(query.udp_payload) {
             reply.bytes = message::truncated(&query);
@@ -426,7 +498,7 @@ impl<G: Gate> Proxy<G> {
 
     /// Resolves an allowed or forwarded name: from the cache or the upstream, letting the
     /// addresses through first when the name is allowed.
-    async fn resolve(&self, query: &Query, bytes: &[u8], decision: &Decision) -> Reply {
+    async fn resolve(&self, query: &Query, bytes: &[u8], decision: Decision) -> Reply {
         let key = CacheKey::of(query);
         let cached = self
             .cache
@@ -438,13 +510,17 @@ impl<G: Gate> Proxy<G> {
             Some(hit) => (hit.reply, hit.age_secs, hit.addresses, None),
             None => match self.ask_upstream(query, bytes).await {
                 Ok((reply, addresses, wire)) => (reply, 0, addresses, Some(wire)),
-                Err(detail) => return self.fail(query, decision, detail),
+                Err(detail) => return self.fail(query, &decision, detail),
             },
         };
         let fresh = wire.is_some();
         let source = if fresh { "upstream" } else { "cache" };
-        let mut detail = reason_text(decision);
-        if decision.verdict == Verdict::Allow && !addresses.is_empty() {
+        let outcome = if addresses.is_empty() {
+            Outcome::NoAddresses {
+                source,
+                rcode: reply.metadata.response_code,
+            }
+        } else if decision.verdict == Verdict::Allow {
             let elements: Vec<(IpAddr, Duration)> = addresses
                 .iter()
                 .map(|(addr, ttl)| {
@@ -455,29 +531,17 @@ impl<G: Gate> Proxy<G> {
                     )
                 })
                 .collect();
-            if let Err(err) = self.gate.let_through(&query.name, elements.clone()).await {
+            if let Err(err) = self.gate.let_through(&query.name, &elements).await {
                 return self.fail(
                     query,
-                    decision,
+                    &decision,
                     format!("cannot let the addresses through: {err}"),
                 );
             }
-            detail.push_str(&format!(
-                "; let through ({source}): {}",
-                describe(&elements)
-            ));
-        } else if !addresses.is_empty() {
-            detail.push_str(&format!(
-                "; not let through: {}",
-                addresses
-                    .iter()
-                    .map(|(addr, _)| addr.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            Outcome::LetThrough { source, elements }
         } else {
-            detail.push_str(&format!("; {} from {source}", rcode_text(&reply)));
-        }
+            Outcome::NotLetThrough(addresses.clone())
+        };
         let max_ttl = u32::try_from(self.settings.max_ttl.as_secs()).unwrap_or(u32::MAX);
         let answer = match wire {
             // Fresh, every TTL within the cap, the client's id already in it: the upstream's
@@ -486,28 +550,24 @@ impl<G: Gate> Proxy<G> {
             _ => match message::rewrite_reply(&reply, query.id, max_ttl, age) {
                 Ok(answer) => answer,
                 Err(err) => {
-                    return self.fail(query, decision, format!("cannot encode the answer: {err}"));
+                    return self.fail(query, &decision, format!("cannot encode the answer: {err}"));
                 }
             },
         };
-        let event = DnsEvent {
-            name: query.name.clone(),
-            record_type: query.record_type,
-            verdict: match decision.verdict {
-                Verdict::Allow => "allowed",
-                _ => "forwarded",
-            },
-            detail,
-        };
-        let mut answered = Reply::recorded(answer, event);
-        if fresh {
-            answered.fresh = Some(Fresh {
+        Reply {
+            bytes: answer,
+            event: Some(Audit::Resolved {
+                name: query.name.clone(),
+                record_type: query.record_type,
+                decision,
+                outcome,
+            }),
+            fresh: fresh.then_some(Fresh {
                 key,
                 reply,
                 addresses,
-            });
+            }),
         }
-        answered
     }
 
     /// Forwards the query and checks the reply; returns it read, its addresses, and as the
@@ -553,10 +613,6 @@ fn reason_text(decision: &Decision) -> String {
     }
 }
 
-fn rcode_text(reply: &Message) -> String {
-    format!("{} with no addresses", reply.metadata.response_code)
-}
-
 fn describe(elements: &[(IpAddr, Duration)]) -> String {
     elements
         .iter()
@@ -595,7 +651,7 @@ mod tests {
         async fn let_through(
             &self,
             _name: &str,
-            _addresses: Vec<(IpAddr, Duration)>,
+            _addresses: &[(IpAddr, Duration)],
         ) -> Result<(), GateError> {
             Err(GateError::Detached)
         }

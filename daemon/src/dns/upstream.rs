@@ -287,6 +287,10 @@ impl Race {
                 return Err(last_failure.unwrap_or_else(|| self.timeout_error()));
             }
             tokio::select! {
+                // Attempts first: the first poll sends the query, and only then is the timer
+                // registered (which on this runtime writes to its wake-up eventfd, a syscall
+                // that now overlaps the upstream's work instead of delaying the query).
+                biased;
                 Some(done) = self.running.next() => match done {
                     (_, Ok(reply)) => return Ok(reply),
                     (server, Err(err)) => {
