@@ -6,21 +6,63 @@
 //! that a full table replacement (a mode change) can carry the elements over with the time they
 //! have left.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// One address and the names it was learnt for.
+/// One address: each name it was learnt for, until when that name's answer holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Holders {
-    names: BTreeSet<String>,
+    names: BTreeMap<String, Instant>,
+    /// The latest of the names' expiries (the element's expiry in the kernel), kept so that
+    /// looking it up does not walk the names: one address can be held by thousands of names.
     expires: Instant,
 }
 
+impl Holders {
+    /// Drops the names whose answers have expired at `now`; whether any is left.
+    fn prune(&mut self, now: Instant) -> bool {
+        self.names.retain(|_, until| *until > now);
+        self.settle()
+    }
+
+    /// The time the address has left at `now`; `None` once expired.
+    fn left(&self, now: Instant) -> Option<Duration> {
+        self.expires
+            .checked_duration_since(now)
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Recomputes the expiry after names were removed; whether any is left.
+    fn settle(&mut self) -> bool {
+        match self.names.values().max() {
+            Some(latest) => {
+                self.expires = *latest;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Below this many (address, name) entries, [`LearntAddrs::learn`] never prunes.
+const PRUNE_FLOOR: usize = 1024;
+
 /// The learnt addresses of one container.
+///
+/// Each name holds an address only as long as its own answer said: a name that resolved to an
+/// address once does not keep "still resolving to it" after its TTL while other names refresh
+/// the address, so a deny of the names still holding it withdraws it, and the names recorded
+/// for a long-lived address do not pile up. Expired entries are dropped as the record grows
+/// (whenever it has doubled since the last pruning), so its size follows what is live, not
+/// everything a container ever resolved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LearntAddrs {
     addrs: BTreeMap<IpAddr, Holders>,
+    /// (address, name) entries recorded, expired ones included until the next pruning.
+    entries: usize,
+    /// The number of entries at which the next [`LearntAddrs::learn`] prunes.
+    prune_at: usize,
 }
 
 impl LearntAddrs {
@@ -28,11 +70,21 @@ impl LearntAddrs {
     pub fn learn(&mut self, name: &str, addr: IpAddr, ttl: Duration, now: Instant) {
         let expires = now + ttl;
         let holders = self.addrs.entry(addr).or_insert_with(|| Holders {
-            names: BTreeSet::new(),
+            names: BTreeMap::new(),
             expires,
         });
-        holders.names.insert(name.to_owned());
         holders.expires = holders.expires.max(expires);
+        match holders.names.get_mut(name) {
+            Some(until) => *until = (*until).max(expires),
+            None => {
+                holders.names.insert(name.to_owned(), expires);
+                self.entries += 1;
+            }
+        }
+        if self.entries >= self.prune_at.max(PRUNE_FLOOR) {
+            self.prune(now);
+            self.prune_at = self.entries.saturating_mul(2);
+        }
     }
 
     /// Forgets every name for which `forgotten` holds (the names a new deny matches); returns
@@ -45,28 +97,33 @@ impl LearntAddrs {
         self.prune(now);
         let mut orphans = Vec::new();
         for (addr, holders) in &mut self.addrs {
-            let before = holders.names.len();
-            holders.names.retain(|name| !forgotten(name));
-            if holders.names.is_empty() && before > 0 {
+            holders.names.retain(|name, _| !forgotten(name));
+            if !holders.settle() {
                 orphans.push(*addr);
             }
         }
         for addr in &orphans {
             self.addrs.remove(addr);
         }
+        self.count_entries();
         orphans
     }
 
-    /// Every name with its addresses and the time each has left at `now`, ordered by name; for
-    /// `shieldctl dns`.
+    /// Every name with its addresses and the time each address has left in the dns sets at
+    /// `now` (the longest any of its names holds it), ordered by name; for `shieldctl dns`.
     pub fn by_name(&self, now: Instant) -> BTreeMap<String, Vec<(IpAddr, Duration)>> {
         let mut names: BTreeMap<String, Vec<(IpAddr, Duration)>> = BTreeMap::new();
-        for (addr, holders) in self.addrs.iter().filter(|(_, h)| h.expires > now) {
-            for name in &holders.names {
-                names
-                    .entry(name.clone())
-                    .or_default()
-                    .push((*addr, holders.expires - now));
+        for (addr, holders) in &self.addrs {
+            let Some(left) = holders.left(now) else {
+                continue;
+            };
+            for name in holders
+                .names
+                .iter()
+                .filter(|(_, until)| **until > now)
+                .map(|(name, _)| name)
+            {
+                names.entry(name.clone()).or_default().push((*addr, left));
             }
         }
         names
@@ -78,26 +135,28 @@ impl LearntAddrs {
     pub fn remaining(&self, now: Instant) -> Vec<(IpAddr, Duration)> {
         self.addrs
             .iter()
-            .filter(|(_, holders)| holders.expires > now)
-            .map(|(addr, holders)| {
-                let left = holders.expires - now;
+            .filter_map(|(addr, holders)| {
+                let left = holders.left(now)?;
                 let whole_seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                (*addr, Duration::from_secs(whole_seconds))
+                Some((*addr, Duration::from_secs(whole_seconds)))
             })
             .collect()
     }
 
     /// The time `addr` has left at `now`, if it is recorded and not expired.
     pub fn time_left(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
-        self.addrs
-            .get(&addr)
-            .and_then(|holders| holders.expires.checked_duration_since(now))
-            .filter(|left| !left.is_zero())
+        self.addrs.get(&addr).and_then(|holders| holders.left(now))
     }
 
-    /// Drops what has expired.
+    /// Drops what has expired: names whose answers no longer hold an address, and addresses
+    /// no name holds.
     pub fn prune(&mut self, now: Instant) {
-        self.addrs.retain(|_, holders| holders.expires > now);
+        self.addrs.retain(|_, holders| holders.prune(now));
+        self.count_entries();
+    }
+
+    fn count_entries(&mut self) {
+        self.entries = self.addrs.values().map(|holders| holders.names.len()).sum();
     }
 
     /// How many addresses are recorded (expired ones included until the next prune).
@@ -185,5 +244,78 @@ mod tests {
         assert!(learnt.remaining(expired).is_empty());
         learnt.prune(expired);
         assert!(learnt.is_empty());
+    }
+
+    /// A name that resolved to an address once stops holding it when its own answer expires,
+    /// even while another name keeps the address alive: denying the other name then withdraws
+    /// the address.
+    #[test]
+    fn a_name_holds_an_address_only_for_its_own_ttl() {
+        let now = Instant::now();
+        let mut learnt = LearntAddrs::default();
+        let shared = ip("192.0.2.7");
+        learnt.learn("once.example", shared, Duration::from_secs(30), now);
+        learnt.learn("kept.example", shared, Duration::from_secs(60), now);
+        let later = now + Duration::from_secs(45);
+        learnt.learn("kept.example", shared, Duration::from_secs(60), later);
+        assert_eq!(
+            learnt.by_name(later).keys().collect::<Vec<_>>(),
+            vec!["kept.example"]
+        );
+        assert_eq!(
+            learnt.time_left(shared, later),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            learnt.forget_where(|name| name == "kept.example", later),
+            vec![shared]
+        );
+        assert!(learnt.is_empty());
+    }
+
+    /// Learning prunes as the record grows: a container resolving ever new names keeps only
+    /// what is live, not everything it ever resolved.
+    #[test]
+    fn the_record_stays_the_size_of_what_is_live() {
+        let start = Instant::now();
+        let mut learnt = LearntAddrs::default();
+        let mut largest = 0;
+        for n in 0..100_000_u32 {
+            // One new address a millisecond, each held for 2 s: about 2 000 live at a time.
+            let now = start + Duration::from_millis(u64::from(n));
+            let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            learnt.learn("flood.example", addr, Duration::from_secs(2), now);
+            largest = largest.max(learnt.len());
+        }
+        assert!(
+            largest <= 2 * 2_000 + PRUNE_FLOOR,
+            "the record grew to {largest} addresses"
+        );
+    }
+
+    /// The same with one address and ever new names for it (a wildcard whose every name
+    /// answers one address): the names are pruned too.
+    #[test]
+    fn names_of_one_address_do_not_pile_up() {
+        let start = Instant::now();
+        let mut learnt = LearntAddrs::default();
+        let addr = ip("192.0.2.9");
+        for n in 0..100_000_u64 {
+            let now = start + Duration::from_millis(n);
+            learnt.learn(
+                &format!("n{n}.flood.example"),
+                addr,
+                Duration::from_secs(2),
+                now,
+            );
+        }
+        let end = start + Duration::from_millis(100_000);
+        assert_eq!(learnt.len(), 1);
+        assert!(
+            learnt.entries <= 2 * 2_000 + PRUNE_FLOOR,
+            "{} names recorded for one address",
+            learnt.entries
+        );
+        assert_eq!(learnt.by_name(end).len(), 1_999);
     }
 }
