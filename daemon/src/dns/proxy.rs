@@ -151,7 +151,7 @@ pub struct Proxy<G: Gate> {
 /// a write to disk) and cache a fresh upstream reply. The client need not wait for either.
 struct Reply {
     bytes: Vec<u8>,
-    event: Option<Audit>,
+    audit: Option<Audit>,
     fresh: Option<Fresh>,
 }
 
@@ -239,7 +239,7 @@ impl Reply {
     fn silent(bytes: Vec<u8>) -> Self {
         Self {
             bytes,
-            event: None,
+            audit: None,
             fresh: None,
         }
     }
@@ -248,7 +248,7 @@ impl Reply {
     fn recorded(bytes: Vec<u8>, event: DnsEvent) -> Self {
         Self {
             bytes,
-            event: Some(Audit::Worded(event)),
+            audit: Some(Audit::Worded(event)),
             fresh: None,
         }
     }
@@ -364,7 +364,7 @@ impl<G: Gate> Proxy<G> {
 
     /// What waits until an answer has left: its audit line, and caching a fresh reply.
     fn settle(&self, reply: Reply) {
-        if let Some(audit) = reply.event {
+        if let Some(audit) = reply.audit {
             self.gate.record(audit.into_event());
         }
         if let Some(Fresh {
@@ -556,7 +556,7 @@ impl<G: Gate> Proxy<G> {
         };
         Reply {
             bytes: answer,
-            event: Some(Audit::Resolved {
+            audit: Some(Audit::Resolved {
                 name: query.name.clone(),
                 record_type: query.record_type,
                 decision,

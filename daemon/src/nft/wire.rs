@@ -201,7 +201,7 @@ impl<'a> ElemMsg<'a> {
     pub fn write(&self, op: ElemOp, seq: u32, out: &mut Vec<u8>) {
         let (kind, flags) = op.message();
         let start = out.len();
-        out.reserve(HEADER_LEN + self.len_hint());
+        out.reserve(HEADER_LEN + self.attributes_len());
         header(
             out,
             NFNL_SUBSYS_NFTABLES << 8 | kind,
@@ -246,9 +246,20 @@ impl<'a> ElemMsg<'a> {
         set_len(out, start);
     }
 
-    /// About how many bytes the attributes take.
-    fn len_hint(&self) -> usize {
-        2 * (ATTR_HEADER + MAX_NAME.min(64)) + self.elems.iter().map(elem_len).sum::<usize>()
+    /// The bytes the attributes take (the message less its headers), to reserve them at once.
+    fn attributes_len(&self) -> usize {
+        let name = |name: &str| ATTR_HEADER + (name.len() + 1).next_multiple_of(4);
+        let set_id = if self.set_id.is_some() {
+            ATTR_HEADER + 4
+        } else {
+            0
+        };
+        let list = if self.elems.is_empty() {
+            0
+        } else {
+            ATTR_HEADER + self.elems.iter().map(elem_len).sum::<usize>()
+        };
+        name(self.table) + name(self.set) + set_id + list
     }
 }
 
@@ -390,9 +401,21 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(out[8..12].try_into().unwrap()), 7);
         // Header, set and table names, the list holding one element.
         assert_eq!(
-            HEADER_LEN + 12 + 12 + elem_len(&elems[0]) + ATTR_HEADER,
+            HEADER_LEN + 12 + 12 + ATTR_HEADER + elem_len(&elems[0]),
             out.len()
         );
+        // What `write` reserves is what it writes, whatever the message holds.
+        let v6 = [KElem {
+            flags: 1,
+            userdata: vec![0, 1, 1],
+            ..elem(vec![0x20; 16], None)
+        }];
+        for (set_id, elems) in [(None, &v6[..]), (Some(3), &v6[..]), (None, &[][..])] {
+            let msg = ElemMsg::new("shield", "allow_nets_v6", set_id, elems).unwrap();
+            let mut out = Vec::new();
+            msg.write(ElemOp::Delete, 1, &mut out);
+            assert_eq!(out.len(), HEADER_LEN + msg.attributes_len());
+        }
     }
 
     #[test]
