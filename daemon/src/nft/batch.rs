@@ -302,6 +302,7 @@ mod tests {
 
     use super::*;
     use crate::nft::ffi::reference::LibnftnlElemMsg;
+    use crate::nft::wire::tests::elem as element;
 
     /// A netlink message of `len` bytes (header included) with `flags`.
     fn message(len: u32, flags: u16) -> Vec<u8> {
@@ -346,16 +347,6 @@ mod tests {
             // Header (16 bytes) and nfgenmsg (4), then the attributes.
             attributes(wire, at + 20, at + len);
             at += len.next_multiple_of(4);
-        }
-    }
-
-    fn element(key: Vec<u8>, timeout_ms: Option<u64>) -> KElem {
-        KElem {
-            key,
-            flags: 0,
-            timeout_ms,
-            userdata: Vec::new(),
-            extra: None,
         }
     }
 

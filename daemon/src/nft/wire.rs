@@ -367,7 +367,7 @@ pub fn get_elems_request(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(
         clippy::unwrap_used,
         reason = "test code: a failed unwrap is a failed test"
@@ -375,7 +375,8 @@ mod tests {
 
     use super::*;
 
-    fn elem(key: Vec<u8>, timeout_ms: Option<u64>) -> KElem {
+    /// An element with just a key and maybe a timeout (the tests' building block).
+    pub(in crate::nft) fn elem(key: Vec<u8>, timeout_ms: Option<u64>) -> KElem {
         KElem {
             key,
             flags: 0,
