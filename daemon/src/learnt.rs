@@ -45,6 +45,22 @@ impl Holders {
     }
 }
 
+/// `duration` rounded up to whole seconds: never 0 for a positive duration (an element timeout
+/// of 0 means "no timeout"), and exact in the kernel, which keeps timeouts in jiffies (1 ms to
+/// 10 ms), so an element reads back as it was written.
+fn whole_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs() + u64::from(duration.subsec_nanos() > 0))
+}
+
+/// What [`LearntAddrs::elements_for`] gives: the elements to write and those to remove.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ElementsFor {
+    /// Addresses to (re-)add, each with its element timeout.
+    pub adds: Vec<(IpAddr, Duration)>,
+    /// Addresses to remove.
+    pub removes: Vec<IpAddr>,
+}
+
 /// Below this many (address, name) entries, [`LearntAddrs::learn`] never prunes.
 const PRUNE_FLOOR: usize = 1024;
 
@@ -88,25 +104,53 @@ impl LearntAddrs {
     }
 
     /// Forgets every name for which `forgotten` holds (the names a new deny matches); returns
-    /// the addresses that no remaining name holds any more (they must leave the dns sets).
+    /// the addresses whose elements that changes ([`elements_for`](Self::elements_for) says
+    /// how): those no remaining name holds (they must leave the dns sets), and those whose
+    /// latest expiry was a forgotten name's (they must be cut to what the remaining names
+    /// justify, not stay open for the denied name's TTL).
     pub fn forget_where(
         &mut self,
         mut forgotten: impl FnMut(&str) -> bool,
         now: Instant,
     ) -> Vec<IpAddr> {
         self.prune(now);
+        let mut changed = Vec::new();
         let mut orphans = Vec::new();
         for (addr, holders) in &mut self.addrs {
+            let expiry_before = holders.expires;
             holders.names.retain(|name, _| !forgotten(name));
             if !holders.settle() {
                 orphans.push(*addr);
+                changed.push(*addr);
+            } else if holders.expires < expiry_before {
+                changed.push(*addr);
             }
         }
         for addr in &orphans {
             self.addrs.remove(addr);
         }
         self.count_entries();
-        orphans
+        changed
+    }
+
+    /// The dns-set elements that bring `addrs` to what this record says at `now`: each address
+    /// a name holds is (re-)added with [`element_timeout`](Self::element_timeout) (re-adding an
+    /// element sets its expiry afresh, shorter or longer), each other address is removed.
+    ///
+    /// Applied to the record before a change, it gives the elements that undo the change.
+    pub fn elements_for(
+        &self,
+        addrs: impl IntoIterator<Item = IpAddr>,
+        now: Instant,
+    ) -> ElementsFor {
+        let mut elements = ElementsFor::default();
+        for addr in addrs {
+            match self.element_timeout(addr, now) {
+                Some(timeout) => elements.adds.push((addr, timeout)),
+                None => elements.removes.push(addr),
+            }
+        }
+        elements
     }
 
     /// Every name with its addresses and the time each address has left in the dns sets at
@@ -129,23 +173,24 @@ impl LearntAddrs {
         names
     }
 
-    /// Every address still valid at `now`, with the time it has left rounded up to whole
-    /// seconds: never 0 (which would mean "no timeout"), and exact in the kernel, which keeps
-    /// timeouts in jiffies (1 ms to 10 ms): a carried-over element reads back as it was written.
+    /// Every address still valid at `now`, with the time it has left rounded up to whole seconds
+    /// (the timeout of a carried-over element, see [`whole_seconds`]).
     pub fn remaining(&self, now: Instant) -> Vec<(IpAddr, Duration)> {
         self.addrs
             .iter()
-            .filter_map(|(addr, holders)| {
-                let left = holders.left(now)?;
-                let whole_seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                Some((*addr, Duration::from_secs(whole_seconds)))
-            })
+            .filter_map(|(addr, holders)| Some((*addr, whole_seconds(holders.left(now)?))))
             .collect()
     }
 
     /// The time `addr` has left at `now`, if it is recorded and not expired.
     pub fn time_left(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
         self.addrs.get(&addr).and_then(|holders| holders.left(now))
+    }
+
+    /// The timeout an element of `addr` written at `now` gets: the time it has left, rounded up
+    /// to whole seconds; `None` if it is not recorded or has expired.
+    pub fn element_timeout(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
+        self.time_left(addr, now).map(whole_seconds)
     }
 
     /// Drops what has expired: names whose answers no longer hold an address, and addresses
@@ -271,6 +316,66 @@ mod tests {
             vec![shared]
         );
         assert!(learnt.is_empty());
+    }
+
+    /// A deny of the name whose answer held an address longest cuts the address to the time
+    /// the names left hold it; a deny of a name that did not hold it longest changes nothing.
+    #[test]
+    fn a_deny_cuts_a_shared_address_to_the_time_the_other_names_hold_it() {
+        let now = Instant::now();
+        let mut learnt = LearntAddrs::default();
+        let shared = ip("192.0.2.8");
+        learnt.learn("long.example", shared, Duration::from_secs(600), now);
+        learnt.learn("short.example", shared, Duration::from_secs(40), now);
+        learnt.learn("shorter.example", shared, Duration::from_secs(35), now);
+        assert_eq!(
+            learnt.forget_where(|name| name == "shorter.example", now),
+            Vec::<IpAddr>::new(),
+            "the longest holder is still there"
+        );
+        let later = now + Duration::from_millis(1_500);
+        assert_eq!(
+            learnt.forget_where(|name| name == "long.example", later),
+            vec![shared]
+        );
+        assert_eq!(
+            learnt.elements_for([shared], later),
+            ElementsFor {
+                adds: vec![(shared, Duration::from_secs(39))],
+                removes: Vec::new(),
+            },
+            "38.5 s left, rounded up"
+        );
+    }
+
+    /// The elements for the record before a change undo what the elements for the record after
+    /// it did: an address the change withdrew comes back with the time it had, one it let in
+    /// goes.
+    #[test]
+    fn the_old_record_gives_the_elements_that_undo_a_change() {
+        let now = Instant::now();
+        let (kept, withdrawn, allowed) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("2001:db8::3"));
+        let mut before = LearntAddrs::default();
+        before.learn("kept.example", kept, Duration::from_secs(60), now);
+        before.learn("denied.example", withdrawn, Duration::from_secs(90), now);
+        let mut after = before.clone();
+        after.learn("allowed.example", allowed, Duration::from_secs(30), now);
+        let mut touched = vec![allowed];
+        touched.extend(after.forget_where(|name| name == "denied.example", now));
+        assert_eq!(
+            after.elements_for(touched.iter().copied(), now),
+            ElementsFor {
+                adds: vec![(allowed, Duration::from_secs(30))],
+                removes: vec![withdrawn],
+            }
+        );
+        assert_eq!(
+            before.elements_for(touched.iter().copied(), now),
+            ElementsFor {
+                adds: vec![(withdrawn, Duration::from_secs(90))],
+                removes: vec![allowed],
+            }
+        );
     }
 
     /// Learning prunes as the record grows: a container resolving ever new names keeps only

@@ -977,6 +977,47 @@ fn live_allow_and_deny_of_a_domain() {
     daemon.stop();
 }
 
+/// Two allowed names resolve to one address, with different TTLs. The shorter answer does not
+/// cut the element short; denying the name with the longer answer keeps the address (the other
+/// name still resolves to it) but only for the other name's time, not the denied one's.
+#[test]
+fn a_deny_cuts_a_shared_address_to_the_other_names_time() {
+    shield_tests::require_root();
+    let net = TestNet::new(Owner::Root);
+    let b = net.peer_b();
+    let dns = Dnsmasq::builder()
+        .host("long.test", b, 600)
+        .host("short.test", b, 40)
+        .start();
+    let daemon = start_daemon(Owner::Root, "long.test\nshort.test\n", &dns, "");
+    let id = attach(&daemon, &net);
+    let element = |when: &str| {
+        dns_elements(&net, "dns_v4")
+            .into_iter()
+            .find(|e| e.addr == b)
+            .unwrap_or_else(|| panic!("{b} missing from dns_v4 {when}"))
+    };
+
+    assert_addresses(&ask(&net, "long.test", "A", &[]), &[b], "long.test");
+    assert_addresses(&ask(&net, "short.test", "A", &[]), &[b], "short.test");
+    let both = element("with both names");
+    assert!(
+        both.expires.is_some_and(|left| left > 500),
+        "the shorter answer must not cut the element short: {both:?}"
+    );
+
+    daemon.ctl(&["deny", &id, "long.test"]);
+    let kept = element("after the deny: short.test still resolves to it");
+    assert!(
+        kept.timeout
+            .is_some_and(|timeout| (30..=40).contains(&timeout))
+            && kept.expires.is_some_and(|left| left <= 40),
+        "the element must be cut to short.test's 40 s: {kept:?}"
+    );
+    assert_passes(&net, b, "short.test still holds the address");
+    daemon.stop();
+}
+
 /// In `block` mode nothing resolves (REFUSED, the upstream is not asked), the profile's names
 /// included; back `up`, names resolve and open their addresses again. The container holds a
 /// learnt address when the mode changes, as a running container does.

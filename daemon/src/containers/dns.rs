@@ -64,11 +64,6 @@ pub fn name_policy(
     NamePolicy::new(&allowed, &denied, intent.mode, unlisted)
 }
 
-/// `duration` rounded up to whole seconds (what the kernel holds exactly, whatever its HZ).
-fn round_up_to_seconds(duration: Duration) -> Duration {
-    Duration::from_secs(duration.as_secs() + u64::from(duration.subsec_nanos() > 0))
-}
-
 /// The gate of one running container, handed to its DNS proxy.
 #[derive(Debug)]
 pub struct ContainerGate {
@@ -130,16 +125,12 @@ impl Gate for ContainerGate {
         // cut short an address that an earlier answer (maybe for another name, maybe still in
         // the client's cache) let through for longer.
         let now = Instant::now();
-        let addresses: Vec<(IpAddr, Duration)> = addresses
-            .iter()
-            .map(|&(addr, ttl)| {
-                let left = running.learnt.time_left(addr, now).map(round_up_to_seconds);
-                (addr, left.map_or(ttl, |left| left.max(ttl)))
-            })
-            .collect();
         let elements: Vec<_> = addresses
             .iter()
-            .map(|(addr, ttl)| (*addr, Some(*ttl)))
+            .map(|&(addr, ttl)| {
+                let left = running.learnt.element_timeout(addr, now);
+                (addr, Some(left.map_or(ttl, |left| left.max(ttl))))
+            })
             .collect();
         // One small batch on the container's own socket, run right here: the kernel answers
         // in microseconds, far less than handing the work to another thread would cost on every
@@ -148,7 +139,9 @@ impl Gate for ContainerGate {
         // no CAP_NET_ADMIN), under the container lock held here.
         attach::add_dns_elements(&running.attachment, &dns_sets(&elements))
             .map_err(|err| GateError::Kernel(error_chain(&err)))?;
-        for (addr, ttl) in addresses {
+        // The name holds each address for its own TTL only: were it recorded with the longer
+        // time of the element, a deny of the other name could not cut the element back to it.
+        for &(addr, ttl) in addresses {
             running.learnt.learn(name, addr, ttl, now);
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! networks and domains, each one verified netlink batch and one journal line, and mode changes,
 //! each a whole new table and a saved state.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use crate::attach::{self, micros};
 use crate::audit::AuditLog;
 use crate::dns::names::{NamePolicy, Reason, Unlisted};
 use crate::intent::{Applied, Direction, Intent, Target};
-use crate::learnt::LearntAddrs;
+use crate::learnt::{ElementsFor, LearntAddrs};
 use crate::profiles::ProfileEntries;
 use crate::resolve::Learnt;
 use crate::ruleset::{self, ElementChanges, Mode, ProfileIndex, Table};
@@ -375,37 +376,41 @@ async fn apply_change(
     let names = Arc::new(name_policy(&profile.domains, intent, unlisted));
     let now = Instant::now();
     let mut learnt = running.learnt.clone();
-    let mut dns_adds = Vec::new();
+    let mut touched = BTreeSet::new();
     for outcome in outcomes {
         if let Target::Domain(domain) = &outcome.target {
             for address in &outcome.resolved {
                 learnt.learn(domain.as_str(), address.addr, address.ttl, now);
-                dns_adds.push((address.addr, Some(address.ttl)));
+                touched.insert(address.addr);
             }
         }
     }
     // Every name a deny now matches loses its addresses (a deny of `example.com` withdraws what
-    // `api.example.com` resolved to), unless another name still allowed holds them too.
-    let dns_removes: Vec<_> = learnt
-        .forget_where(
-            |name| matches!(names.decide(name).reason, Reason::Denied(_)),
-            now,
-        )
-        .into_iter()
-        .map(|addr| (addr, None))
-        .collect();
+    // `api.example.com` resolved to), unless another name still allowed holds them too, and then
+    // only for that name's time.
+    touched.extend(learnt.forget_where(
+        |name| matches!(names.decide(name).reason, Reason::Denied(_)),
+        now,
+    ));
     let mut changes = ruleset::live_changes(
         profile_index,
         &intent.allowed,
         &intent.denied,
         &applied.net_moves(),
     );
-    changes.adds.extend(dns_sets(&dns_adds));
-    changes.removes.extend(dns_sets(&dns_removes));
-    let inverse = ElementChanges {
+    let mut inverse = ElementChanges {
         adds: changes.removes.clone(),
         removes: changes.adds.clone(),
     };
+    // Every dns element the change touches is written as the new record says; the old record
+    // says how to put it back: an allowed address a DNS answer already let through for longer
+    // keeps its time, and an undo restores each element with the time it had.
+    let (forward, backward) = (
+        learnt.elements_for(touched.iter().copied(), now),
+        running.learnt.elements_for(touched.iter().copied(), now),
+    );
+    extend_dns(&mut changes, &forward);
+    extend_dns(&mut inverse, &backward);
     let attachment = Arc::clone(&running.attachment);
     let applied = if changes.len() <= INLINE_ELEMENTS {
         attach::apply_changes_verified(&attachment, &changes)
@@ -423,6 +428,18 @@ async fn apply_change(
     };
     running.names.replace(names);
     Ok(undo)
+}
+
+/// Adds the dns-set side of `elements` to `changes`.
+fn extend_dns(changes: &mut ElementChanges, elements: &ElementsFor) {
+    let adds: Vec<_> = elements
+        .adds
+        .iter()
+        .map(|&(addr, timeout)| (addr, Some(timeout)))
+        .collect();
+    let removes: Vec<_> = elements.removes.iter().map(|&addr| (addr, None)).collect();
+    changes.adds.extend(dns_sets(&adds));
+    changes.removes.extend(dns_sets(&removes));
 }
 
 /// Puts the kernel back after a change whose record could not be written.
