@@ -15,6 +15,9 @@ segments, e.g. for a cache miss:
     answer     -> the answer's sendto begins
     to client  -> the client's recvfrom returns (the network stack and waking the client)
 
+A cache hit has no upstream: its query segment runs to the insert. A direct query of the upstream
+has three: waking the upstream, its work up to its reply's sendmsg, the reply reaching the client.
+
 Medians over hundreds of queries are stable to a µs or two from run to run on a noisy machine,
 where end-to-end latencies are not: segments that hold only the proxy's own work show the effect
 of a change to it. Tracing adds about a µs to every system call, so absolute figures are above
@@ -53,6 +56,7 @@ class Event:
 
 
 def read(path):
+    """Every event of the trace file at `path`, in the file's order."""
     events = []
     with open(path, encoding="utf-8", errors="replace") as trace:
         for line in trace:
@@ -155,6 +159,7 @@ def upstream_of(events, spans, proxies):
 
 
 def report(title, rows):
+    """Prints the median and mean of each segment of `rows`."""
     if not rows:
         print(f"{title}: none found")
         return
