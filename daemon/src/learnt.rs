@@ -378,6 +378,69 @@ mod tests {
         );
     }
 
+    /// The record against a plain model (every (name, address) pair with its expiry, nothing
+    /// ever pruned) over random answers, denies and passing time: an address always has the
+    /// time the longest of its names still holds it, and a deny reports exactly the addresses
+    /// whose time it changed.
+    #[test]
+    fn the_record_matches_a_plain_model() {
+        let names = ["a.example", "b.example", "c.example", "d.example"];
+        let addrs: Vec<IpAddr> = (1..=5)
+            .map(|n| IpAddr::from(std::net::Ipv4Addr::new(192, 0, 2, n)))
+            .collect();
+        let left_in = |model: &BTreeMap<(&str, IpAddr), Instant>, addr: IpAddr, now: Instant| {
+            model
+                .iter()
+                .filter(|((_, held), until)| *held == addr && **until > now)
+                .map(|(_, until)| *until - now)
+                .max()
+        };
+        // xorshift64: the same sequence on every run.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut below = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            usize::try_from(state % bound as u64).unwrap()
+        };
+        let mut now = Instant::now();
+        let mut learnt = LearntAddrs::default();
+        let mut model = BTreeMap::new();
+        for step in 0..20_000 {
+            let name = names[below(names.len())];
+            match below(10) {
+                0..=5 => {
+                    let addr = addrs[below(addrs.len())];
+                    let ttl = Duration::from_secs(1 + below(60) as u64);
+                    learnt.learn(name, addr, ttl, now);
+                    let until = model.entry((name, addr)).or_insert(now + ttl);
+                    *until = (*until).max(now + ttl);
+                }
+                6 => {
+                    let before: Vec<_> = addrs.iter().map(|a| left_in(&model, *a, now)).collect();
+                    model.retain(|(held_by, _), _| *held_by != name);
+                    let expected: Vec<IpAddr> = addrs
+                        .iter()
+                        .zip(before)
+                        .filter(|(a, left)| left.is_some() && left_in(&model, **a, now) != *left)
+                        .map(|(a, _)| *a)
+                        .collect();
+                    let mut changed = learnt.forget_where(|n| n == name, now);
+                    changed.sort();
+                    assert_eq!(changed, expected, "step {step}: deny of {name}");
+                }
+                _ => now += Duration::from_millis(below(20_000) as u64),
+            }
+            for addr in &addrs {
+                assert_eq!(
+                    learnt.time_left(*addr, now),
+                    left_in(&model, *addr, now),
+                    "step {step}: {addr}"
+                );
+            }
+        }
+    }
+
     /// Learning prunes as the record grows: a container resolving ever new names keeps only
     /// what is live, not everything it ever resolved.
     #[test]
