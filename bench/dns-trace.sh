@@ -30,7 +30,8 @@ target=${CARGO_TARGET_DIR:-$PWD/target}
 # Leave tracefs as it was found: events off, the clock and the buffers (100 MB per CPU while
 # tracing) back to their sizes.
 clock=$(sed 's/.*\[\(.*\)\].*/\1/' "$tracing/trace_clock")
-buffer_kb=$(cat "$tracing/buffer_size_kb")
+# Unused buffers read "7 (expanded: 1408)": the size to restore is the expanded one.
+buffer_kb=$(sed 's/.*expanded: *\([0-9]*\).*/\1/; s/^\([0-9]*\).*/\1/' "$tracing/buffer_size_kb")
 stop_tracing() {
   echo 0 > "$tracing/tracing_on"
   echo > "$tracing/set_event"
