@@ -5,10 +5,11 @@
 //! `docs/benchmarks.md`, "DNS proxy").
 //!
 //! Usage: `dns-bench [--count N] [--warmup N] [--budget SECS] [--sizes A,B,C] [--containers N]
-//! [--window N] [--secs SECS] [--cache-size N] [--ref-flags FLAGS] [--log LEVEL]` (defaults
-//! 2000, 50, 30, `0,10000,100000`, 10, 4, 10, 1024, `timeout`, `info`; `--containers 0` skips
-//! the throughput part; `--ref-flags "interval, timeout"` gives the reference an interval set,
-//! as an allowlist that also holds networks would need).
+//! [--window N] [--secs SECS] [--cache-size N] [--ref-flags FLAGS] [--reference KIND]
+//! [--log LEVEL]` (defaults 2000, 50, 30, `0,10000,100000`, 10, 4, 10, 1024, `timeout`,
+//! `dnsmasq`, `info`; `--containers 0` skips the throughput part; `--ref-flags "interval,
+//! timeout"` gives the reference an interval set, as an allowlist that also holds networks would
+//! need; `--reference forwarder` puts a plain forwarder in R instead of dnsmasq, see below).
 //!
 //! Latency part. One `shieldd` resolves through the upstream fixture (`dnsmasq` on 127.0.0.1 of
 //! the host namespace, [`Dnsmasq`]); container S is a fresh namespace attached through
@@ -26,6 +27,12 @@
 //! - `shield hit`: the proxy in S, the same name every round (cache; the insert is still done);
 //! - `direct (R)`: the upstream clone, from R;
 //! - `dnsmasq miss`, `dnsmasq hit`: the reference proxy in R, the same names.
+//!
+//! With `--reference forwarder` the reference proxy in R is this program's own plain forwarder
+//! (`dns-bench forward`: blocking sockets, receive, send upstream, receive, send back; no parsing,
+//! no cache, no insert): what any forwarding hop costs on this machine under exactly the
+//! conditions of shield's queries, the floor under the proxy's added latency. R's set must then
+//! stay at its fill elements.
 //!
 //! Added latency is `pXX(proxy) − pXX(direct query of its upstream)`. Around each proxied query
 //! the proxy process's time on CPU (all threads, `/proc/PID/task/*/schedstat`) is read too.
@@ -101,7 +108,38 @@ struct Args {
     secs: u64,
     cache_size: usize,
     ref_flags: String,
+    reference: Reference,
     log: String,
+}
+
+/// What answers in namespace R next to the upstream clone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reference {
+    /// `dnsmasq --nftset`: the mechanism shield replaces.
+    Dnsmasq,
+    /// [`forward_main`]: a forwarding hop and nothing else.
+    Forwarder,
+}
+
+impl Reference {
+    /// How the tables name it.
+    fn name(self) -> &'static str {
+        match self {
+            Reference::Dnsmasq => "dnsmasq --nftset",
+            Reference::Forwarder => "plain forwarder",
+        }
+    }
+
+    /// Its row of the added-latency table for `method` (one of its two).
+    fn row(self, method: Method) -> String {
+        let which = match (self, method) {
+            (Reference::Dnsmasq, Method::RefMiss) => "cache miss",
+            (Reference::Dnsmasq, _) => "cache hit",
+            (Reference::Forwarder, Method::RefMiss) => "new name",
+            (Reference::Forwarder, _) => "hit name",
+        };
+        format!("{}, {which}", self.name())
+    }
 }
 
 fn args() -> Args {
@@ -115,6 +153,7 @@ fn args() -> Args {
         secs: 10,
         cache_size: 1024,
         ref_flags: "timeout".into(),
+        reference: Reference::Dnsmasq,
         log: "info".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -141,12 +180,19 @@ fn args() -> Args {
             "--secs" => a.secs = number(&mut it, "--secs") as u64,
             "--cache-size" => a.cache_size = number(&mut it, "--cache-size"),
             "--ref-flags" => a.ref_flags = it.next().expect("--ref-flags FLAGS"),
+            "--reference" => {
+                a.reference = match it.next().as_deref() {
+                    Some("dnsmasq") => Reference::Dnsmasq,
+                    Some("forwarder") => Reference::Forwarder,
+                    _ => panic!("--reference dnsmasq|forwarder"),
+                }
+            }
             "--log" => a.log = it.next().expect("--log LEVEL"),
             _ => {
                 eprintln!(
                     "usage: dns-bench [--count N] [--warmup N] [--budget SECS] [--sizes A,B,C] \
                      [--containers N] [--window N] [--secs SECS] [--cache-size N] \
-                     [--ref-flags FLAGS] [--log LEVEL]"
+                     [--ref-flags FLAGS] [--reference dnsmasq|forwarder] [--log LEVEL]"
                 );
                 std::process::exit(2);
             }
@@ -350,6 +396,8 @@ fn upstream_answers(misses: usize) -> Vec<(String, IpAddr)> {
 
 /// A `dnsmasq` started inside a namespace (through `nsenter`, which execs it: killing the child
 /// kills dnsmasq); killed on drop.
+/// A process serving DNS in a namespace (dnsmasq, or this program's plain forwarder), killed on
+/// drop; its output goes to a log file.
 struct NsDnsmasq {
     child: Child,
     log: tempfile::NamedTempFile,
@@ -369,6 +417,27 @@ impl NsDnsmasq {
             .stderr(log.reopen().expect("reopen log"))
             .spawn()
             .expect("spawn dnsmasq");
+        NsDnsmasq { child, log }
+    }
+
+    /// [`forward_main`] in `ns`: 127.0.0.1:53 forwarded to the upstream clone.
+    fn forwarder(ns: &NsProcess) -> NsDnsmasq {
+        let log = tempfile::Builder::new()
+            .prefix("dns-bench-forwarder-")
+            .suffix(".log")
+            .tempfile()
+            .expect("log file");
+        let child = ns
+            .command(std::env::current_exe().expect("this program's path"))
+            .args([
+                FORWARD_SUBCOMMAND,
+                "127.0.0.1:53",
+                &format!("127.0.0.1:{REF_UPSTREAM_PORT}"),
+            ])
+            .stdout(log.reopen().expect("reopen log"))
+            .stderr(log.reopen().expect("reopen log"))
+            .spawn()
+            .expect("spawn the plain forwarder");
         NsDnsmasq { child, log }
     }
 
@@ -526,14 +595,20 @@ const METHODS: [Method; 6] = [
 ];
 
 impl Method {
-    fn label(self) -> &'static str {
-        match self {
-            Method::DirectHost => "direct: upstream from the host netns",
-            Method::ShieldMiss => "shield proxy, cache miss (forward+insert)",
-            Method::ShieldHit => "shield proxy, cache hit (insert)",
-            Method::DirectRef => "direct: upstream clone from netns R",
-            Method::RefMiss => "dnsmasq --nftset, cache miss (fwd+insert)",
-            Method::RefHit => "dnsmasq --nftset, cache hit (no insert)",
+    fn label(self, reference: Reference) -> String {
+        match (self, reference) {
+            (Method::DirectHost, _) => "direct: upstream from the host netns".into(),
+            (Method::ShieldMiss, _) => "shield proxy, cache miss (forward+insert)".into(),
+            (Method::ShieldHit, _) => "shield proxy, cache hit (insert)".into(),
+            (Method::DirectRef, _) => "direct: upstream clone from netns R".into(),
+            (Method::RefMiss, Reference::Dnsmasq) => {
+                "dnsmasq --nftset, cache miss (fwd+insert)".into()
+            }
+            (Method::RefHit, Reference::Dnsmasq) => {
+                "dnsmasq --nftset, cache hit (no insert)".into()
+            }
+            (Method::RefMiss, Reference::Forwarder) => "plain forwarder, new name (forward)".into(),
+            (Method::RefHit, Reference::Forwarder) => "plain forwarder, hit name (forward)".into(),
         }
     }
 
@@ -615,8 +690,8 @@ fn phase(
                 Method::ShieldMiss => ask(&c.shield, "shield proxy", &name, addr),
                 Method::ShieldHit => ask(&c.shield, "shield proxy", HIT_NAME, HIT_ADDR),
                 Method::DirectRef => ask(&c.direct_ref, "upstream clone (R)", &name, addr),
-                Method::RefMiss => ask(&c.reference, "reference dnsmasq", &name, addr),
-                Method::RefHit => ask(&c.reference, "reference dnsmasq", HIT_NAME, HIT_ADDR),
+                Method::RefMiss => ask(&c.reference, "reference proxy", &name, addr),
+                Method::RefHit => ask(&c.reference, "reference proxy", HIT_NAME, HIT_ADDR),
             };
             if keep {
                 samples[slot].push(t);
@@ -955,7 +1030,44 @@ fn dns53() -> SocketAddr {
     clippy::too_many_lines,
     reason = "the benchmark's script, top to bottom"
 )]
+/// The first argument that makes this program the plain forwarder (see the module docs).
+const FORWARD_SUBCOMMAND: &str = "forward";
+
+/// The plain forwarder: `dns-bench forward LISTEN UPSTREAM` answers every datagram on `LISTEN`
+/// with what `UPSTREAM` replies to it, one at a time, on blocking sockets. Nothing is parsed: the
+/// cost of a forwarding hop and nothing else.
+fn forward_main(listen: &str, upstream: &str) -> ! {
+    let clients = UdpSocket::bind(listen).expect("bind the forwarder's address");
+    let up = UdpSocket::bind("127.0.0.1:0").expect("bind the upstream socket");
+    up.connect(upstream).expect("connect to the upstream");
+    // A lost reply (none on loopback, but never hang) is given up after this long.
+    up.set_read_timeout(Some(ANSWER_TIMEOUT))
+        .expect("upstream read timeout");
+    let mut buffer = [0_u8; 4096];
+    loop {
+        let Ok((len, client)) = clients.recv_from(&mut buffer) else {
+            continue;
+        };
+        if up.send(&buffer[..len]).is_err() {
+            continue;
+        }
+        let Ok(len) = up.recv(&mut buffer) else {
+            eprintln!("forward error: no reply from {upstream}");
+            continue;
+        };
+        if let Err(err) = clients.send_to(&buffer[..len], client) {
+            eprintln!("forward error: cannot answer {client}: {err}");
+        }
+    }
+}
+
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if let [_, subcommand, listen, upstream] = argv.as_slice()
+        && subcommand == FORWARD_SUBCOMMAND
+    {
+        forward_main(listen, upstream);
+    }
     shield_tests::require_root();
     let a = args();
     let total = Instant::now();
@@ -999,7 +1111,10 @@ fn main() {
     .expect("write table");
     nft_in(&ns_r, &["-f", &table.path().display().to_string()]);
     let clone = NsDnsmasq::start(&ns_r, &upstream_clone_args(&answers));
-    let reference = NsDnsmasq::start(&ns_r, &reference_args());
+    let reference = match a.reference {
+        Reference::Dnsmasq => NsDnsmasq::start(&ns_r, &reference_args()),
+        Reference::Forwarder => NsDnsmasq::forwarder(&ns_r),
+    };
 
     let pids = Pids {
         shieldd: daemon.pid(),
@@ -1031,7 +1146,9 @@ fn main() {
         HIT_NAME,
         HIT_ADDR,
     );
-    // Both sets now hold the hit address, and nothing else.
+    // Both sets now hold the hit address, and nothing else (R's nothing at all behind the
+    // plain forwarder, which inserts nothing).
+    let ref_learns = usize::from(a.reference == Reference::Dnsmasq);
     assert_eq!(
         set_len(&ns_s, "shield"),
         1,
@@ -1039,7 +1156,7 @@ fn main() {
     );
     assert_eq!(
         set_len(&ns_r, REF_TABLE),
-        1,
+        ref_learns,
         "R's dns_v4 after the first answer"
     );
 
@@ -1065,7 +1182,11 @@ fn main() {
         let len_shield = set_len(&ns_s, "shield");
         let len_ref = set_len(&ns_r, REF_TABLE);
         assert_eq!(len_shield, expected, "S's dns_v4: every miss inserted");
-        assert_eq!(len_ref, expected, "R's dns_v4: every miss inserted");
+        assert_eq!(
+            len_ref,
+            if ref_learns == 1 { expected } else { size },
+            "R's dns_v4: every miss inserted (the plain forwarder: none)"
+        );
         eprintln!(
             "dns-bench: size {size}: {rounds} rounds in {:.1} s",
             took.as_secs_f64()
@@ -1207,7 +1328,7 @@ fn main() {
             "--------:|".repeat(5)
         );
         for m in METHODS {
-            println!("{}", row(m.label(), p.of(m), p.cpu_of(m)));
+            println!("{}", row(&m.label(a.reference), p.of(m), p.cpu_of(m)));
         }
     }
     println!();
@@ -1222,10 +1343,10 @@ fn main() {
     println!("{header}");
     println!("{rule}");
     for (name, m) in [
-        ("shield, cache miss", Method::ShieldMiss),
-        ("shield, cache hit", Method::ShieldHit),
-        ("dnsmasq --nftset, cache miss", Method::RefMiss),
-        ("dnsmasq --nftset, cache hit", Method::RefHit),
+        ("shield, cache miss".to_owned(), Method::ShieldMiss),
+        ("shield, cache hit".to_owned(), Method::ShieldHit),
+        (a.reference.row(Method::RefMiss), Method::RefMiss),
+        (a.reference.row(Method::RefHit), Method::RefHit),
     ] {
         let mut line = format!("| {name:<26} |");
         for p in &phases {
@@ -1312,8 +1433,9 @@ fn main() {
     }
     println!();
     println!(
-        "daemon log: {problems} WARN/ERROR lines; reference dnsmasq log: {ref_errors} error \
+        "daemon log: {problems} WARN/ERROR lines; reference ({}) log: {ref_errors} error \
          lines; whole run {:.1} s; binaries from {}",
+        a.reference.name(),
         total.elapsed().as_secs_f64(),
         bins::describe()
     );
