@@ -1334,8 +1334,8 @@ fn main() {
     println!();
     println!("Added latency, µs: pXX(proxy) − pXX(direct query of the same upstream)");
     println!();
-    let mut header = String::from("| added (µs)                 |");
-    let mut rule = String::from("|----------------------------|");
+    let mut header = String::from("| added (µs)                   |");
+    let mut rule = String::from("|------------------------------|");
     for p in &phases {
         write!(header, " {0:>6} p50 | {0:>6} p99 |", thousands(p.size)).expect("string");
         rule.push_str("-----------:|-----------:|");
@@ -1348,7 +1348,7 @@ fn main() {
         (a.reference.row(Method::RefMiss), Method::RefMiss),
         (a.reference.row(Method::RefHit), Method::RefHit),
     ] {
-        let mut line = format!("| {name:<26} |");
+        let mut line = format!("| {name:<28} |");
         for p in &phases {
             write!(
                 line,
