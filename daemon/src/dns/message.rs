@@ -1,24 +1,13 @@
-//! DNS wire handling for the proxy: parse a container's query, check the upstream's reply, pull
-//! the addresses out of it, and write the responses the proxy sends back.
+//! DNS wire handling for the proxy: parse a container's query, and write the responses the proxy
+//! sends back (an upstream's reply is read by [`super::reply`]).
 //!
-//! Everything here is pure (bytes in, bytes out) so that the security-relevant parts are tested
-//! without sockets:
-//! - a reply is only accepted if it carries the id the proxy chose and the very question it
-//!   asked, so an off-path host cannot inject answers;
-//! - the addresses that get opened in the ruleset are only those reached from the query name
-//!   through CNAME chains in the answer section. Records for any other name are ignored: an
-//!   upstream (or whoever forged its reply) must not be able to smuggle an address for a name the
-//!   container was never allowed to reach into an allowed answer;
-//! - TTLs handed to the client are capped, so a client does not keep using an address longer than
-//!   shield keeps it open.
-
-use std::collections::HashMap;
-use std::net::IpAddr;
+//! Everything here is pure (bytes in, bytes out) so that it is tested without sockets. TTLs
+//! handed to the client are capped, so a client does not keep using an address longer than
+//! shield keeps it open.
 
 use hickory_proto::ProtoError;
-use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
-use hickory_proto::serialize::binary::DecodeError;
+use hickory_proto::op::{Edns, Message, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 /// Length of the fixed DNS header.
 const HEADER_LEN: usize = 12;
@@ -49,6 +38,9 @@ pub struct Query {
     /// The question's name: lower-case, without the trailing dot; labels containing a dot or
     /// unprintable bytes are backslash-escaped (`Name::to_ascii`).
     pub name: String,
+    /// The same name in wire form (length-prefixed labels, the root's empty label last), letters
+    /// lower-cased: what an upstream reply's names are compared with.
+    pub name_wire: Vec<u8>,
     /// The question's type.
     pub record_type: RecordType,
     /// The question's class.
@@ -162,6 +154,7 @@ pub fn parse_query(bytes: &[u8], max_name_len: usize) -> Result<Query, QueryErro
     Ok(Query {
         id,
         name: normalized(question.name()),
+        name_wire: lowercase_wire(question.name()),
         record_type: question.query_type(),
         class: question.query_class(),
         udp_payload,
@@ -192,124 +185,6 @@ pub fn error_for(bytes: &[u8], rcode: ResponseCode) -> Option<Vec<u8>> {
     Some(header_only(id, flags, rcode))
 }
 
-/// Why an upstream reply is not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplyError {
-    /// The reply does not parse.
-    #[error("malformed reply: {0}")]
-    Malformed(#[source] DecodeError),
-    /// The reply's id is not the one the proxy sent (a stray or forged datagram).
-    #[error("reply id {got} does not match the query id {expected}")]
-    WrongId {
-        /// The id the proxy sent upstream.
-        expected: u16,
-        /// The id in the reply.
-        got: u16,
-    },
-    /// The message is a query, not a response.
-    #[error("the message is not a response")]
-    NotAResponse,
-    /// The reply answers another question than the one asked.
-    #[error("the reply's question does not match the query")]
-    QuestionMismatch,
-}
-
-/// Parses an upstream reply to `query` (sent with `upstream_id`) and checks that it is a response
-/// with that id to the same question (name compared case-insensitively, type and class).
-pub fn check_reply(query: &Query, upstream_id: u16, reply: &[u8]) -> Result<Message, ReplyError> {
-    let message = Message::from_vec(reply).map_err(ReplyError::Malformed)?;
-    if message.metadata.id != upstream_id {
-        return Err(ReplyError::WrongId {
-            expected: upstream_id,
-            got: message.metadata.id,
-        });
-    }
-    if message.metadata.message_type != MessageType::Response {
-        return Err(ReplyError::NotAResponse);
-    }
-    let same_question = match message.queries.as_slice() {
-        [question] => {
-            question.query_type() == query.record_type
-                && question.query_class() == query.class
-                && normalized(question.name()) == query.name
-        }
-        _ => false,
-    };
-    if !same_question {
-        return Err(ReplyError::QuestionMismatch);
-    }
-    Ok(message)
-}
-
-/// The addresses `reply` gives for `query`'s name: A and AAAA records (class IN) of the answer
-/// section whose owner is the query name or is reached from it through CNAMEs (in any record
-/// order, at most [`MAX_CNAME_CHAIN`] hops). Each address carries the smallest TTL along its
-/// chain; an address found more than once keeps its smallest TTL. Records of other names are
-/// ignored, so an upstream cannot open an address for a name the container may not reach.
-pub fn addresses(query: &Query, reply: &Message) -> Vec<(IpAddr, u32)> {
-    let cnames: Vec<(String, String, u32)> = reply
-        .answers
-        .iter()
-        .filter(|record| record.dns_class == DNSClass::IN)
-        .filter_map(|record| match &record.data {
-            RData::CNAME(target) => {
-                Some((normalized(&record.name), normalized(&target.0), record.ttl))
-            }
-            _ => None,
-        })
-        .collect();
-
-    // Name → smallest TTL of the CNAME chains reaching it. Each round follows one more hop from
-    // what the previous rounds reached; a TTL only ever decreases, so loops settle.
-    let mut reached: HashMap<String, u32> = HashMap::from([(query.name.clone(), u32::MAX)]);
-    for _ in 0..MAX_CNAME_CHAIN {
-        let hops: Vec<(&str, u32)> = cnames
-            .iter()
-            .filter_map(|(owner, target, ttl)| {
-                reached
-                    .get(owner)
-                    .map(|chain_ttl| (target.as_str(), (*chain_ttl).min(*ttl)))
-            })
-            .collect();
-        let mut changed = false;
-        for (target, ttl) in hops {
-            let entry = reached.entry(target.to_owned()).or_insert_with(|| {
-                changed = true;
-                ttl
-            });
-            if ttl < *entry {
-                *entry = ttl;
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-
-    let mut found: Vec<(IpAddr, u32)> = Vec::new();
-    for record in reply
-        .answers
-        .iter()
-        .filter(|record| record.dns_class == DNSClass::IN)
-    {
-        let address = match &record.data {
-            RData::A(a) => IpAddr::V4(a.0),
-            RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
-            _ => continue,
-        };
-        let Some(chain_ttl) = reached.get(&normalized(&record.name)) else {
-            continue;
-        };
-        let ttl = record.ttl.min(*chain_ttl);
-        match found.iter_mut().find(|(known, _)| *known == address) {
-            Some((_, known_ttl)) => *known_ttl = (*known_ttl).min(ttl),
-            None => found.push((address, ttl)),
-        }
-    }
-    found
-}
-
 /// Why a reply could not be re-encoded.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot encode the DNS reply: {0}")]
@@ -337,18 +212,6 @@ pub fn rewrite_reply(
         record.ttl = record.ttl.saturating_sub(age).min(max_ttl);
     }
     Ok(message.to_vec()?)
-}
-
-/// Whether every record of `reply` (answer, authority and additional sections) has a TTL of at
-/// most `max_ttl`: then [`rewrite_reply`] with no age would change nothing but the id, and a
-/// reply that already carries the client's id can be sent as the upstream wrote it.
-pub fn ttls_within(reply: &Message, max_ttl: u32) -> bool {
-    reply
-        .answers
-        .iter()
-        .chain(&reply.authorities)
-        .chain(&reply.additionals)
-        .all(|record| record.ttl <= max_ttl)
 }
 
 /// `bytes` with the message id replaced by `id` (fast path for replies forwarded unchanged).
@@ -381,6 +244,18 @@ fn normalized(name: &Name) -> String {
     }
     text.make_ascii_lowercase();
     text
+}
+
+/// `name` in wire form with its letters lower-cased (see [`Query::name_wire`]).
+fn lowercase_wire(name: &Name) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(name.len().saturating_add(2));
+    for label in name.iter() {
+        // A label of a parsed name is at most 63 bytes long.
+        wire.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
+        wire.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    wire.push(0);
+    wire
 }
 
 /// The name's length as labels and the dots between them, without escapes or the root.
@@ -517,22 +392,16 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
     use hickory_proto::op::{Message, MessageType, OpCode, Query as Question, ResponseCode};
     use hickory_proto::rr::{DNSClass, Name, RecordType};
 
-    use super::testing::{a, aaaa, cname, query_bytes, query_message, reply};
+    use super::testing::{a, cname, query_bytes, query_message, reply};
     use super::*;
 
     const MAX_NAME: usize = 253;
 
     fn query(name: &str, record_type: RecordType) -> Query {
         parse_query(&query_bytes(0x1234, name, record_type, None), MAX_NAME).unwrap()
-    }
-
-    fn v4(address: [u8; 4]) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::from(address))
     }
 
     #[test]
@@ -725,149 +594,6 @@ mod tests {
     }
 
     #[test]
-    fn check_reply_accepts_the_matching_reply() {
-        let query = query("www.example.com.", RecordType::A);
-        let answer = reply(
-            77,
-            "WWW.EXAMPLE.com.",
-            RecordType::A,
-            vec![a("www.example.com.", 60, [192, 0, 2, 1])],
-        );
-        let checked = check_reply(&query, 77, &answer.to_vec().unwrap()).unwrap();
-        assert_eq!(checked.answers.len(), 1);
-    }
-
-    #[test]
-    fn check_reply_rejects_mismatches() {
-        let query = query("www.example.com.", RecordType::A);
-        let good = reply(77, "www.example.com.", RecordType::A, vec![]);
-        assert!(matches!(
-            check_reply(&query, 78, &good.to_vec().unwrap()),
-            Err(ReplyError::WrongId {
-                expected: 78,
-                got: 77
-            })
-        ));
-        assert!(matches!(
-            check_reply(&query, 77, &[0, 77, 0x80]),
-            Err(ReplyError::Malformed(_))
-        ));
-        let not_response = query_message(77, "www.example.com.", RecordType::A);
-        assert!(matches!(
-            check_reply(&query, 77, &not_response.to_vec().unwrap()),
-            Err(ReplyError::NotAResponse)
-        ));
-        let other_name = reply(77, "evil.example.com.", RecordType::A, vec![]);
-        let other_type = reply(77, "www.example.com.", RecordType::AAAA, vec![]);
-        let mut other_class = reply(77, "www.example.com.", RecordType::A, vec![]);
-        other_class.queries[0].set_query_class(DNSClass::CH);
-        let mut no_question = reply(77, "www.example.com.", RecordType::A, vec![]);
-        no_question.queries.clear();
-        for wrong in [other_name, other_type, other_class, no_question] {
-            assert!(matches!(
-                check_reply(&query, 77, &wrong.to_vec().unwrap()),
-                Err(ReplyError::QuestionMismatch)
-            ));
-        }
-    }
-
-    #[test]
-    fn addresses_follow_a_cname_chain_with_the_smallest_ttl() {
-        let query = query("a.example.com.", RecordType::A);
-        // Out of order on purpose: the A record comes first, then the chain backwards.
-        let answer = reply(
-            1,
-            "a.example.com.",
-            RecordType::A,
-            vec![
-                a("c.example.net.", 300, [192, 0, 2, 7]),
-                cname("b.example.org.", 30, "c.example.net."),
-                cname("A.Example.com.", 120, "b.example.org."),
-            ],
-        );
-        assert_eq!(addresses(&query, &answer), vec![(v4([192, 0, 2, 7]), 30)]);
-    }
-
-    #[test]
-    fn addresses_of_unrelated_names_are_ignored() {
-        let query = query("www.example.com.", RecordType::A);
-        let answer = reply(
-            1,
-            "www.example.com.",
-            RecordType::A,
-            vec![
-                a("www.example.com.", 60, [192, 0, 2, 1]),
-                a("evil.example.net.", 60, [203, 0, 113, 66]),
-                // A CNAME from an unrelated name does not make its target reachable.
-                cname("other.example.net.", 60, "target.example.net."),
-                a("target.example.net.", 60, [203, 0, 113, 67]),
-            ],
-        );
-        assert_eq!(addresses(&query, &answer), vec![(v4([192, 0, 2, 1]), 60)]);
-    }
-
-    #[test]
-    fn addresses_survive_cname_loops() {
-        let query = query("a.example.com.", RecordType::A);
-        let answer = reply(
-            1,
-            "a.example.com.",
-            RecordType::A,
-            vec![
-                cname("a.example.com.", 50, "b.example.com."),
-                cname("b.example.com.", 40, "a.example.com."),
-                a("b.example.com.", 100, [192, 0, 2, 2]),
-            ],
-        );
-        // The loop is followed once around, so `a` is reached again with TTL 40, and `b`'s
-        // address gets the smallest TTL on the way there.
-        assert_eq!(addresses(&query, &answer), vec![(v4([192, 0, 2, 2]), 40)]);
-    }
-
-    #[test]
-    fn cname_chains_are_bounded() {
-        let hop = |index: usize| format!("n{index}.example.com.");
-        let chain = |hops: usize| {
-            let mut records: Vec<_> = (0..hops).map(|i| cname(&hop(i), 60, &hop(i + 1))).collect();
-            records.push(a(&hop(hops), 60, [192, 0, 2, 9]));
-            reply(1, &hop(0), RecordType::A, records)
-        };
-        let query = query(&hop(0), RecordType::A);
-        assert_eq!(
-            addresses(&query, &chain(MAX_CNAME_CHAIN)),
-            vec![(v4([192, 0, 2, 9]), 60)]
-        );
-        assert!(addresses(&query, &chain(MAX_CNAME_CHAIN + 1)).is_empty());
-    }
-
-    #[test]
-    fn addresses_include_aaaa_and_deduplicate_with_the_smaller_ttl() {
-        let query = query("www.example.com.", RecordType::AAAA);
-        let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-        let answer = reply(
-            1,
-            "www.example.com.",
-            RecordType::AAAA,
-            vec![
-                aaaa("www.example.com.", 90, v6),
-                cname("www.example.com.", 300, "cdn.example.net."),
-                aaaa("cdn.example.net.", 600, v6),
-                aaaa("www.example.com.", 120, v6),
-            ],
-        );
-        assert_eq!(addresses(&query, &answer), vec![(IpAddr::V6(v6), 90)]);
-    }
-
-    #[test]
-    fn addresses_ignore_other_classes() {
-        let query = query("www.example.com.", RecordType::A);
-        let mut chaos = a("www.example.com.", 60, [192, 0, 2, 3]);
-        chaos.dns_class = DNSClass::CH;
-        let answer = reply(1, "www.example.com.", RecordType::A, vec![chaos]);
-        assert!(addresses(&query, &answer).is_empty());
-    }
-
-    #[test]
     fn rewrite_sets_the_id_subtracts_age_and_caps_ttl() {
         let answer = reply(
             99,
@@ -884,25 +610,6 @@ mod tests {
         assert_eq!(rewritten.metadata.id, 0x0102);
         let ttls: Vec<u32> = rewritten.answers.iter().map(|record| record.ttl).collect();
         assert_eq!(ttls, vec![3600, 20, 0]);
-    }
-
-    #[test]
-    fn a_reply_is_within_the_cap_only_if_every_record_is() {
-        let mut answer = reply(
-            99,
-            "www.example.com.",
-            RecordType::A,
-            vec![
-                cname("www.example.com.", 300, "cdn.example.net."),
-                a("cdn.example.net.", 30, [192, 0, 2, 1]),
-            ],
-        );
-        assert!(ttls_within(&answer, 300));
-        assert!(!ttls_within(&answer, 299));
-        answer
-            .authorities
-            .push(a("ns.example.net.", 7200, [192, 0, 2, 53]));
-        assert!(!ttls_within(&answer, 3600), "authority records count too");
     }
 
     #[test]

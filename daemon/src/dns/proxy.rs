@@ -32,6 +32,7 @@ use super::cache::{AnswerCache, CacheKey};
 use super::limits::RateLimiter;
 use super::message::{self, Query, QueryError};
 use super::names::{Decision, Reason, Verdict};
+use super::reply::{self, ReplyFacts};
 use super::upstream::Forwarder;
 use crate::config::DnsConfig;
 use crate::netns::DnsListener;
@@ -227,10 +228,19 @@ impl Audit {
     }
 }
 
-/// An upstream reply to cache.
+/// Where an answer comes from.
+enum Origin {
+    /// The upstream, just now: its bytes, and the largest TTL in them.
+    Upstream { wire: Vec<u8>, max_ttl: u32 },
+    /// The cache: the reply as decoded when it was stored, and how long ago that was.
+    Cache { reply: Message, age_secs: u32 },
+}
+
+/// An upstream reply to cache, as the upstream wrote it: decoded for the cache once the answer
+/// has left.
 struct Fresh {
     key: CacheKey,
-    reply: Message,
+    wire: Vec<u8>,
     addresses: Vec<(IpAddr, u32)>,
 }
 
@@ -369,14 +379,23 @@ impl<G: Gate> Proxy<G> {
         }
         if let Some(Fresh {
             key,
-            reply,
+            wire,
             addresses,
         }) = reply.fresh
         {
-            self.cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key, reply, addresses, Instant::now());
+            match Message::from_vec(&wire) {
+                Ok(decoded) => {
+                    self.cache
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(key, decoded, addresses, Instant::now());
+                }
+                // Read well enough to answer (reply::read_reply), but not for hickory: answered,
+                // not cached.
+                Err(err) => {
+                    tracing::debug!(error = %err, "DNS reply not cached: it does not decode");
+                }
+            }
         }
     }
 
@@ -505,21 +524,32 @@ impl<G: Gate> Proxy<G> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key, Instant::now());
-        // `wire`: the upstream's own bytes, for a reply fresh from it.
-        let (reply, age, addresses, wire) = match cached {
-            Some(hit) => (hit.reply, hit.age_secs, hit.addresses, None),
+        let (origin, addresses, rcode) = match cached {
+            Some(hit) => {
+                let rcode = hit.reply.metadata.response_code;
+                let origin = Origin::Cache {
+                    reply: hit.reply,
+                    age_secs: hit.age_secs,
+                };
+                (origin, hit.addresses, rcode)
+            }
             None => match self.ask_upstream(query, bytes).await {
-                Ok((reply, addresses, wire)) => (reply, 0, addresses, Some(wire)),
+                Ok((facts, wire)) => {
+                    let origin = Origin::Upstream {
+                        wire,
+                        max_ttl: facts.max_ttl,
+                    };
+                    (origin, facts.addresses, facts.rcode)
+                }
                 Err(detail) => return self.fail(query, &decision, detail),
             },
         };
-        let fresh = wire.is_some();
-        let source = if fresh { "upstream" } else { "cache" };
+        let source = match origin {
+            Origin::Upstream { .. } => "upstream",
+            Origin::Cache { .. } => "cache",
+        };
         let outcome = if addresses.is_empty() {
-            Outcome::NoAddresses {
-                source,
-                rcode: reply.metadata.response_code,
-            }
+            Outcome::NoAddresses { source, rcode }
         } else if decision.verdict == Verdict::Allow {
             let elements: Vec<(IpAddr, Duration)> = addresses
                 .iter()
@@ -542,17 +572,9 @@ impl<G: Gate> Proxy<G> {
         } else {
             Outcome::NotLetThrough(addresses.clone())
         };
-        let max_ttl = u32::try_from(self.settings.max_ttl.as_secs()).unwrap_or(u32::MAX);
-        let answer = match wire {
-            // Fresh, every TTL within the cap, the client's id already in it: the upstream's
-            // bytes are the answer, not decoded and encoded again.
-            Some(wire) if message::ttls_within(&reply, max_ttl) => wire,
-            _ => match message::rewrite_reply(&reply, query.id, max_ttl, age) {
-                Ok(answer) => answer,
-                Err(err) => {
-                    return self.fail(query, &decision, format!("cannot encode the answer: {err}"));
-                }
-            },
+        let answer = match self.answer_bytes(&origin, query.id) {
+            Ok(answer) => answer,
+            Err(detail) => return self.fail(query, &decision, detail),
         };
         Reply {
             bytes: answer,
@@ -562,30 +584,52 @@ impl<G: Gate> Proxy<G> {
                 decision,
                 outcome,
             }),
-            fresh: fresh.then_some(Fresh {
-                key,
-                reply,
-                addresses,
-            }),
+            fresh: match origin {
+                Origin::Upstream { wire, .. } => Some(Fresh {
+                    key,
+                    wire,
+                    addresses,
+                }),
+                Origin::Cache { .. } => None,
+            },
         }
     }
 
-    /// Forwards the query and checks the reply; returns it read, its addresses, and as the
-    /// upstream wrote it (with the client's id).
+    /// The answer to send for a reply from `origin`, with the client's `id` and no TTL above
+    /// `dns.max_ttl`.
+    fn answer_bytes(&self, origin: &Origin, id: u16) -> Result<Vec<u8>, String> {
+        let max_ttl = u32::try_from(self.settings.max_ttl.as_secs()).unwrap_or(u32::MAX);
+        let encoded = match origin {
+            // Fresh, every TTL within the cap, the client's id already in it: the upstream's
+            // bytes are the answer, not decoded and encoded again.
+            Origin::Upstream { wire, max_ttl: ttl } if *ttl <= max_ttl => return Ok(wire.clone()),
+            Origin::Upstream { wire, .. } => {
+                let reply = Message::from_vec(wire)
+                    .map_err(|err| format!("cannot decode the reply to cap its TTLs: {err}"))?;
+                message::rewrite_reply(&reply, id, max_ttl, 0)
+            }
+            Origin::Cache { reply, age_secs } => {
+                message::rewrite_reply(reply, id, max_ttl, *age_secs)
+            }
+        };
+        encoded.map_err(|err| format!("cannot encode the answer: {err}"))
+    }
+
+    /// Forwards the query and reads the reply; returns what it says and its bytes as the
+    /// upstream wrote them (with the client's id).
     async fn ask_upstream(
         &self,
         query: &Query,
         bytes: &[u8],
-    ) -> Result<(Message, Vec<(IpAddr, u32)>, Vec<u8>), String> {
+    ) -> Result<(ReplyFacts, Vec<u8>), String> {
         let wire = self
             .forwarder
             .forward(bytes)
             .await
             .map_err(|err| format!("upstream: {err}"))?;
-        let reply = message::check_reply(query, query.id, &wire)
+        let facts = reply::read_reply(query, query.id, &wire)
             .map_err(|err| format!("upstream reply: {err}"))?;
-        let addresses = message::addresses(query, &reply);
-        Ok((reply, addresses, wire))
+        Ok((facts, wire))
     }
 
     fn fail(&self, query: &Query, decision: &Decision, detail: String) -> Reply {
