@@ -10,7 +10,7 @@ use hickory_proto::op::{Edns, Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 /// Length of the fixed DNS header.
-const HEADER_LEN: usize = 12;
+pub(super) const HEADER_LEN: usize = 12;
 /// The smallest UDP payload every DNS client accepts (RFC 1035).
 const MIN_UDP_PAYLOAD: u16 = 512;
 /// The largest UDP payload the proxy will send, whatever the client advertises: bigger datagrams
@@ -22,7 +22,7 @@ pub const ADVERTISED_UDP_PAYLOAD: u16 = 1232;
 pub const MAX_CNAME_CHAIN: usize = 16;
 
 /// QR bit in the third header byte: set in responses.
-const QR_BIT: u8 = 0b1000_0000;
+pub(super) const QR_BIT: u8 = 0b1000_0000;
 /// Opcode field in the third header byte.
 const OPCODE_MASK: u8 = 0b0111_1000;
 /// RD bit in the third header byte.

@@ -27,14 +27,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, RecordType};
 
-use super::message::{MAX_CNAME_CHAIN, Query};
+use super::message::{HEADER_LEN, MAX_CNAME_CHAIN, QR_BIT, Query};
 
-/// Length of the fixed DNS header.
-const HEADER_LEN: usize = 12;
-/// QR bit in the third header byte: set in responses.
-const QR_BIT: u8 = 0b1000_0000;
 /// The longest name in wire form (RFC 1035).
 const MAX_NAME_WIRE: usize = 255;
+/// The shortest resource record: the root name, type, class, TTL and an empty data length.
+const MIN_RECORD_LEN: usize = 11;
 /// Record types and class read here.
 const TYPE_A: u16 = 1;
 const TYPE_CNAME: u16 = 5;
@@ -114,7 +112,8 @@ pub fn read_reply(query: &Query, upstream_id: u16, reply: &[u8]) -> Result<Reply
         return Err(ReplyError::QuestionMismatch);
     }
 
-    let mut records = Vec::with_capacity(answers);
+    // The header's counts are the sender's word: room for what the bytes can hold at most.
+    let mut records = Vec::with_capacity(answers.min(reply.len() / MIN_RECORD_LEN));
     let mut scratch = Vec::with_capacity(64);
     let mut max_ttl = 0;
     let mut extended_rcode = 0;
