@@ -18,8 +18,6 @@ const MIN_UDP_PAYLOAD: u16 = 512;
 pub const MAX_UDP_PAYLOAD: u16 = 4096;
 /// The UDP payload size the proxy advertises in its own OPT records (DNS flag day 2020).
 pub const ADVERTISED_UDP_PAYLOAD: u16 = 1232;
-/// How many CNAME hops are followed from the query name; stops loops and absurd chains.
-pub const MAX_CNAME_CHAIN: usize = 16;
 
 /// QR bit in the third header byte: set in responses.
 pub(super) const QR_BIT: u8 = 0b1000_0000;

@@ -27,8 +27,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, RecordType};
 
-use super::message::{HEADER_LEN, MAX_CNAME_CHAIN, QR_BIT, Query};
+use super::message::{HEADER_LEN, QR_BIT, Query};
 
+/// How many CNAME hops are followed from the query name; stops loops and absurd chains.
+pub const MAX_CNAME_CHAIN: usize = 16;
 /// The longest name in wire form (RFC 1035).
 const MAX_NAME_WIRE: usize = 255;
 /// The shortest resource record: the root name, type, class, TTL and an empty data length.
@@ -210,35 +212,10 @@ fn addresses_of(
     let mut reached: HashMap<Vec<u8>, u32> = HashMap::new();
     if !cnames.is_empty() {
         reached.insert(asked.to_vec(), u32::MAX);
-    }
-    for _ in 0..MAX_CNAME_CHAIN {
-        if cnames.is_empty() {
-            break;
-        }
-        let hops: Vec<(&[u8], u32)> = cnames
-            .iter()
-            .filter_map(|(owner, target, ttl)| {
-                reached
-                    .get(owner)
-                    .map(|chain_ttl| (target.as_slice(), (*chain_ttl).min(*ttl)))
-            })
-            .collect();
-        let mut changed = false;
-        for (target, ttl) in hops {
-            match reached.get_mut(target) {
-                Some(known) if ttl < *known => {
-                    *known = ttl;
-                    changed = true;
-                }
-                Some(_) => {}
-                None => {
-                    reached.insert(target.to_vec(), ttl);
-                    changed = true;
-                }
+        for _ in 0..MAX_CNAME_CHAIN {
+            if !follow_one_hop(&cnames, &mut reached) {
+                break;
             }
-        }
-        if !changed {
-            break;
         }
     }
 
@@ -275,6 +252,34 @@ fn addresses_of(
         }
     }
     Ok(found)
+}
+
+/// Follows every CNAME of `cnames` (owner, target, TTL) whose owner is in `reached` one hop,
+/// keeping the smallest TTL of the chains that reach each name; whether anything changed.
+fn follow_one_hop(cnames: &[(Vec<u8>, Vec<u8>, u32)], reached: &mut HashMap<Vec<u8>, u32>) -> bool {
+    let hops: Vec<(&[u8], u32)> = cnames
+        .iter()
+        .filter_map(|(owner, target, ttl)| {
+            reached
+                .get(owner)
+                .map(|chain_ttl| (target.as_slice(), (*chain_ttl).min(*ttl)))
+        })
+        .collect();
+    let mut changed = false;
+    for (target, ttl) in hops {
+        match reached.get_mut(target) {
+            Some(known) if ttl < *known => {
+                *known = ttl;
+                changed = true;
+            }
+            Some(_) => {}
+            None => {
+                reached.insert(target.to_vec(), ttl);
+                changed = true;
+            }
+        }
+    }
+    changed
 }
 
 /// Reads the name at `at` of `message` into `out` in wire form with its letters lowercased,
