@@ -6,10 +6,13 @@
 //!
 //! Usage: `dns-bench [--count N] [--warmup N] [--budget SECS] [--sizes A,B,C] [--containers N]
 //! [--window N] [--secs SECS] [--cache-size N] [--ref-flags FLAGS] [--reference KIND]
-//! [--log LEVEL]` (defaults 2000, 50, 30, `0,10000,100000`, 10, 4, 10, 1024, `timeout`,
-//! `dnsmasq`, `info`; `--containers 0` skips the throughput part; `--ref-flags "interval,
-//! timeout"` gives the reference an interval set, as an allowlist that also holds networks would
-//! need; `--reference forwarder` puts a plain forwarder in R instead of dnsmasq, see below).
+//! [--pause-us N] [--log LEVEL]` (defaults 2000, 50, 30, `0,10000,100000`, 10, 4, 10, 1024,
+//! `timeout`, `dnsmasq`, 0, `info`; `--containers 0` skips the throughput part; `--ref-flags
+//! "interval, timeout"` gives the reference an interval set, as an allowlist that also holds
+//! networks would need; `--reference forwarder` puts a plain forwarder in R instead of dnsmasq,
+//! see below; `--pause-us N` sleeps N µs after every query of the latency part, outside the timed
+//! window, so that the CPUs idle between queries as they do between a container's lookups: on a
+//! VM, whose idle vCPUs wake the slower the longer they idled, every figure grows with it).
 //!
 //! Latency part. One `shieldd` resolves through the upstream fixture (`dnsmasq` on 127.0.0.1 of
 //! the host namespace, [`Dnsmasq`]); container S is a fresh namespace attached through
@@ -109,6 +112,7 @@ struct Args {
     cache_size: usize,
     ref_flags: String,
     reference: Reference,
+    pause: Duration,
     log: String,
 }
 
@@ -154,6 +158,7 @@ fn args() -> Args {
         cache_size: 1024,
         ref_flags: "timeout".into(),
         reference: Reference::Dnsmasq,
+        pause: Duration::ZERO,
         log: "info".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -187,12 +192,16 @@ fn args() -> Args {
                     _ => panic!("--reference dnsmasq|forwarder"),
                 }
             }
+            "--pause-us" => {
+                a.pause = Duration::from_micros(number(&mut it, "--pause-us") as u64);
+            }
             "--log" => a.log = it.next().expect("--log LEVEL"),
             _ => {
                 eprintln!(
                     "usage: dns-bench [--count N] [--warmup N] [--budget SECS] [--sizes A,B,C] \
                      [--containers N] [--window N] [--secs SECS] [--cache-size N] \
-                     [--ref-flags FLAGS] [--reference dnsmasq|forwarder] [--log LEVEL]"
+                     [--ref-flags FLAGS] [--reference dnsmasq|forwarder] [--pause-us N] \
+                     [--log LEVEL]"
                 );
                 std::process::exit(2);
             }
@@ -661,6 +670,7 @@ fn phase(
     warmup: usize,
     count: usize,
     budget: Duration,
+    pause: Duration,
 ) -> Measured {
     let mut samples = vec![Vec::with_capacity(count); METHODS.len()];
     let mut cpu = vec![Vec::with_capacity(count); METHODS.len()];
@@ -693,6 +703,9 @@ fn phase(
                 Method::RefMiss => ask(&c.reference, "reference proxy", &name, addr),
                 Method::RefHit => ask(&c.reference, "reference proxy", HIT_NAME, HIT_ADDR),
             };
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
             if keep {
                 samples[slot].push(t);
                 if let (Some(pid), Some(before)) = (server, cpu_before) {
@@ -1176,7 +1189,15 @@ fn main() {
             cpu,
             rounds,
             took,
-        } = phase(&clients, pids, &mut next_miss, a.warmup, a.count, a.budget);
+        } = phase(
+            &clients,
+            pids,
+            &mut next_miss,
+            a.warmup,
+            a.count,
+            a.budget,
+            a.pause,
+        );
         // Fill + the hit address + one new address per round (warm-up included).
         let expected = size + 1 + next_miss;
         let len_shield = set_len(&ns_s, "shield");
@@ -1284,11 +1305,12 @@ fn main() {
     println!(
         "DNS proxy latency: one UDP query at a time from inside each namespace, A records; \
          rootful daemon, {cpus} CPUs, daemon log {}, cache_size {}; per round one query by each \
-         method, order rotated; {} warm-up rounds per size discarded; CPU: time on CPU of the \
-         answering proxy process (all threads, /proc/PID/task/*/schedstat) per query; load \
-         average at start: {}",
+         method, order rotated, {} µs of pause after each query; {} warm-up rounds per size \
+         discarded; CPU: time on CPU of the answering proxy process (all threads, \
+         /proc/PID/task/*/schedstat) per query; load average at start: {}",
         a.log,
         a.cache_size,
+        a.pause.as_micros(),
         a.warmup,
         load_before
             .split_whitespace()
