@@ -407,13 +407,13 @@ fn upstream_answers(misses: usize) -> Vec<(String, IpAddr)> {
 /// kills dnsmasq); killed on drop.
 /// A process serving DNS in a namespace (dnsmasq, or this program's plain forwarder), killed on
 /// drop; its output goes to a log file.
-struct NsDnsmasq {
+struct NsServer {
     child: Child,
     log: tempfile::NamedTempFile,
 }
 
-impl NsDnsmasq {
-    fn start(ns: &NsProcess, args: &[String]) -> NsDnsmasq {
+impl NsServer {
+    fn start(ns: &NsProcess, args: &[String]) -> NsServer {
         let log = tempfile::Builder::new()
             .prefix("dns-bench-dnsmasq-")
             .suffix(".log")
@@ -426,11 +426,11 @@ impl NsDnsmasq {
             .stderr(log.reopen().expect("reopen log"))
             .spawn()
             .expect("spawn dnsmasq");
-        NsDnsmasq { child, log }
+        NsServer { child, log }
     }
 
     /// [`forward_main`] in `ns`: 127.0.0.1:53 forwarded to the upstream clone.
-    fn forwarder(ns: &NsProcess) -> NsDnsmasq {
+    fn forwarder(ns: &NsProcess) -> NsServer {
         let log = tempfile::Builder::new()
             .prefix("dns-bench-forwarder-")
             .suffix(".log")
@@ -447,7 +447,7 @@ impl NsDnsmasq {
             .stderr(log.reopen().expect("reopen log"))
             .spawn()
             .expect("spawn the plain forwarder");
-        NsDnsmasq { child, log }
+        NsServer { child, log }
     }
 
     fn log_text(&self) -> String {
@@ -455,7 +455,7 @@ impl NsDnsmasq {
     }
 }
 
-impl Drop for NsDnsmasq {
+impl Drop for NsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -1123,10 +1123,10 @@ fn main() {
     )
     .expect("write table");
     nft_in(&ns_r, &["-f", &table.path().display().to_string()]);
-    let clone = NsDnsmasq::start(&ns_r, &upstream_clone_args(&answers));
+    let clone = NsServer::start(&ns_r, &upstream_clone_args(&answers));
     let reference = match a.reference {
-        Reference::Dnsmasq => NsDnsmasq::start(&ns_r, &reference_args()),
-        Reference::Forwarder => NsDnsmasq::forwarder(&ns_r),
+        Reference::Dnsmasq => NsServer::start(&ns_r, &reference_args()),
+        Reference::Forwarder => NsServer::forwarder(&ns_r),
     };
 
     let pids = Pids {
@@ -1155,7 +1155,7 @@ fn main() {
     wait_answering(&clients.shield, "shield proxy in S", HIT_NAME, HIT_ADDR);
     wait_answering(
         &clients.reference,
-        "reference dnsmasq in R",
+        "reference proxy in R",
         HIT_NAME,
         HIT_ADDR,
     );
