@@ -413,7 +413,7 @@ struct NsServer {
 }
 
 impl NsServer {
-    fn start(ns: &NsProcess, args: &[String]) -> NsServer {
+    fn dnsmasq(ns: &NsProcess, args: &[String]) -> NsServer {
         let log = tempfile::Builder::new()
             .prefix("dns-bench-dnsmasq-")
             .suffix(".log")
@@ -1123,9 +1123,9 @@ fn main() {
     )
     .expect("write table");
     nft_in(&ns_r, &["-f", &table.path().display().to_string()]);
-    let clone = NsServer::start(&ns_r, &upstream_clone_args(&answers));
+    let clone = NsServer::dnsmasq(&ns_r, &upstream_clone_args(&answers));
     let reference = match a.reference {
-        Reference::Dnsmasq => NsServer::start(&ns_r, &reference_args()),
+        Reference::Dnsmasq => NsServer::dnsmasq(&ns_r, &reference_args()),
         Reference::Forwarder => NsServer::forwarder(&ns_r),
     };
 
