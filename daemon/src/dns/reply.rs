@@ -3,11 +3,11 @@
 //!
 //! This is what an answer needs on its way to the container, and it is read here without
 //! decoding the reply into a hickory `Message`: on a DNS thread woken by the reply, with cold
-//! caches, that decoding and walking its records took ~3.5 µs of every forwarded answer (the
-//! proxy's step timings, `docs/benchmarks.md`, "Ninth session"), this reading well under one.
-//! The reply is decoded with hickory once the answer has left, for the cache.
+//! caches, that decoding and walking its records took 3.0–3.9 µs of every forwarded answer, this
+//! reading takes 1.2–1.5 (the proxy's step timings, `docs/benchmarks.md`, "Ninth session"). The
+//! reply is decoded with hickory once the answer has left, for the cache.
 //!
-//! The rules are the proxy's security boundary for DNS, and they are those of the whole proxy:
+//! These rules are the proxy's security boundary for DNS:
 //! - a reply is accepted only if it carries the id the proxy chose, is a response, and asks
 //!   exactly the question the container asked (name compared without regard to ASCII case, type
 //!   and class), so an off-path host cannot inject answers;
