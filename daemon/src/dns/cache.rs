@@ -100,7 +100,7 @@ impl AnswerCache {
         self
     }
 
-    /// Caches `reply` (with the `addresses` [`addresses`](super::message::addresses) found in it)
+    /// Caches `reply` (with the `addresses` [`read_reply`](super::reply::read_reply) found in it)
     /// under `key`, replacing an older answer. Returns whether it was cached: answers with a
     /// lifetime of 0, truncated replies and error codes other than NXDOMAIN are not.
     pub fn insert(
