@@ -174,7 +174,8 @@ impl LearntAddrs {
     }
 
     /// Every address still valid at `now`, with the time it has left rounded up to whole seconds
-    /// (the timeout of a carried-over element, see [`whole_seconds`]).
+    /// (the timeout of a carried-over element: never 0, which would mean no timeout, and exact in
+    /// the kernel's jiffies).
     pub fn remaining(&self, now: Instant) -> Vec<(IpAddr, Duration)> {
         self.addrs
             .iter()
