@@ -27,8 +27,9 @@ SHIELD_CLIENT_BIN_DIR=$(scripts/build-static-clients.sh)
 export SHIELD_CLIENT_BIN_DIR
 target=${CARGO_TARGET_DIR:-$PWD/target}
 
-# Leave tracefs as it was found: events off, the clock and the buffers (100 MB per CPU while
-# tracing) back to their sizes.
+# Leave tracefs as it was found: events off, tracing on or off, the clock and the buffers
+# (100 MB per CPU while tracing) back to their sizes.
+was_on=$(cat "$tracing/tracing_on")
 clock=$(sed 's/.*\[\(.*\)\].*/\1/' "$tracing/trace_clock")
 # Unused buffers read "7 (expanded: 1408)": the size to restore is the expanded one.
 buffer_kb=$(sed 's/.*expanded: *\([0-9]*\).*/\1/; s/^\([0-9]*\).*/\1/' "$tracing/buffer_size_kb")
@@ -41,6 +42,7 @@ restore() {
   echo > "$tracing/trace"
   echo "$clock" > "$tracing/trace_clock"
   echo "$buffer_kb" > "$tracing/buffer_size_kb"
+  echo "$was_on" > "$tracing/tracing_on"
 }
 trap restore EXIT
 stop_tracing
